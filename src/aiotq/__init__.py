@@ -1,0 +1,1 @@
+"""aiotq: an asyncio-native distributed task framework."""

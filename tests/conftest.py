@@ -1,0 +1,64 @@
+"""Shared fixtures: which brokers are reachable, and a unique queue per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS_URL = os.environ.get("AIOTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("AIOTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REQUIRE_SERVICES = os.environ.get("AIOTQ_REQUIRE_SERVICES") == "1"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip the test when the service is not reachable, or fail under AIOTQ_REQUIRE_SERVICES=1."""
+    if _answers(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and AIOTQ_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(f"{message} (set AIOTQ_REQUIRE_SERVICES=1 to make this a failure)")
+
+
+def broker_urls() -> list[object]:
+    """Every broker of the contract suites, each marked so it can be selected with -m."""
+    return [
+        pytest.param("memory://", id="memory"),
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param(REDIS_URL, id="redis", marks=pytest.mark.redis),
+        pytest.param(AMQP_URL, id="amqp", marks=pytest.mark.amqp),
+    ]
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def resolve_url(tmp_path: Path) -> Iterator[object]:
+    """Turn a contract-suite parameter into a usable URL, skipping what is not reachable."""
+
+    def resolve(url: str) -> str:
+        if url == "sqlite":
+            return f"sqlite:///{tmp_path / 'aiotq.db'}"
+        if url.startswith("redis"):
+            require_service("Redis", "127.0.0.1", 6379)
+        if url.startswith("amqp"):
+            require_service("RabbitMQ", "127.0.0.1", 5672)
+        return url
+
+    yield resolve
