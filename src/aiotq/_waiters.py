@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 
 class Waiters:
@@ -33,9 +34,9 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def wait_any(future: asyncio.Future[None], sleep: asyncio.Future[None] | None) -> None:
+async def wait_any(future: asyncio.Future[Any], sleep: asyncio.Future[Any] | None) -> None:
     """Wait for ``future`` or ``sleep`` (either may finish first); cancel what is left."""
-    pending: set[asyncio.Future[None]] = {future} if sleep is None else {future, sleep}
+    pending: set[asyncio.Future[Any]] = {future} if sleep is None else {future, sleep}
     try:
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     finally:

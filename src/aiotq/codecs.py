@@ -257,6 +257,11 @@ class Codecs:
                 f"unknown compression {name!r}; known: {', '.join(sorted(self._compressors))}"
             ) from None
 
+    def name_for(self, content_type: str) -> str | None:
+        """The serializer name of a content type (to re-send a message as it came)."""
+        codec = self._by_content_type.get(content_type)
+        return codec.name if codec is not None else None
+
     def content_types(self, names: Iterable[str]) -> frozenset[str]:
         """Content types for an ``accept_content`` list of names or content types."""
         out = set()

@@ -43,6 +43,10 @@ class Settings:
     task_default_routing_key: str | None = None
     task_default_priority: int | None = None
     task_routes: Routes = None
+    #: Queues with their exchange bindings: ``QueueSpec`` objects or mappings such as
+    #: ``{"name": "math", "exchange": "tasks", "exchange_type": "topic",
+    #: "routing_key": "math.#"}``. Workers declare them; calls are routed through them.
+    task_queues: tuple[Any, ...] = ()
 
     task_ignore_result: bool = False
     task_acks_late: bool = True
@@ -82,6 +86,10 @@ class Settings:
             raise ImproperlyConfigured(f"unknown setting {name!r}")
         if name == "task_publish_retry_policy" and not isinstance(value, RetryPolicy):
             value = RetryPolicy.from_mapping(value)
+        if name == "task_queues":
+            from .routing import QueueSpec
+
+            value = tuple(QueueSpec.coerce(item) for item in value or ())
         if name in ("accept_content", "result_accept_content") and value is not None:
             value = (value,) if isinstance(value, str) else tuple(value)
         setattr(self, name, value)

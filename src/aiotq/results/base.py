@@ -18,7 +18,7 @@ Contract, for every backend:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,7 +64,7 @@ class ResultBackend(Protocol):
     async def get(self, task_id: str) -> Meta | None:
         """The newest state of ``task_id``, or None when nothing is known."""
 
-    def watch(self, task_ids: Sequence[str]) -> AsyncIterator[Meta]: ...
+    def watch(self, task_ids: Sequence[str]) -> AsyncGenerator[Meta, None]: ...
 
     async def forget(self, task_id: str) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from .._waiters import Waiters, wait_any
@@ -60,7 +60,7 @@ class MemoryBackend:
             return None
         return self._context.decode(record.states[-1])
 
-    async def watch(self, task_ids: Sequence[str]) -> AsyncIterator[Meta]:
+    async def watch(self, task_ids: Sequence[str]) -> AsyncGenerator[Meta, None]:
         seen = dict.fromkeys(task_ids, 0)
         while True:
             waiter = self._store.waiters.new()
@@ -81,6 +81,7 @@ class MemoryBackend:
 
     def _expire(self, now: float) -> None:
         records = self._store.records
-        expired = [k for k, r in records.items() if r.expires_at is not None and r.expires_at <= now]
+        expired = [k for k, r in records.items()
+                   if r.expires_at is not None and r.expires_at <= now]
         for task_id in expired:
             del records[task_id]
