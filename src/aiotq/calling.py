@@ -7,6 +7,7 @@ Options resolve per key in this order: the call's option, the task's attribute
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
@@ -213,7 +214,8 @@ async def publish(app: App, items: Sequence[Outgoing], policy: RetryPolicy,
         else:
             await target.publish_many(items)
 
-    await call_with_retry(attempt, policy, app.clock.sleep)
+    # Real time, not the app clock: these waits are for a connection to come back.
+    await call_with_retry(attempt, policy, asyncio.sleep)
 
 
 async def send(app: App, name: str, args: Sequence[Any] | None,

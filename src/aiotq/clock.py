@@ -16,6 +16,11 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until ``time()`` reaches ``deadline`` (absolute, so no drift between
+        computing a delay and starting to sleep)."""
+        ...
+
 
 class SystemClock:
     def time(self) -> float:
@@ -23,6 +28,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.time()))
 
 
 class ManualClock:
@@ -40,11 +48,14 @@ class ManualClock:
         return self._now
 
     async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
+        await self.sleep_until(self._now + seconds)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
             await asyncio.sleep(0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), future))
+        heapq.heappush(self._sleepers, (deadline, next(self._counter), future))
         await future
 
     async def advance(self, seconds: float) -> None:

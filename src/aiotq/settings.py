@@ -77,6 +77,9 @@ class Settings:
     #: Largest body accepted, compressed or decompressed (bytes).
     message_max_size: int = 64 * 1024 * 1024
 
+    #: URLs pinned over the environment and the settings (``aiotq.testing`` sets them).
+    forced_urls: tuple[str | None, str | None] = (None, None)
+
     def update(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         for name, value in {**(values or {}), **kwargs}.items():
             self.set(name, value)
@@ -96,12 +99,14 @@ class Settings:
 
     @property
     def broker(self) -> str:
-        return os.environ.get("AIOTQ_BROKER_URL") or self.broker_url or DEFAULT_BROKER_URL
+        return (self.forced_urls[0] or os.environ.get("AIOTQ_BROKER_URL") or self.broker_url
+                or DEFAULT_BROKER_URL)
 
     @property
     def backend(self) -> str:
         """The result backend URL: the environment, the setting, or one derived from the broker."""
-        url = os.environ.get("AIOTQ_RESULT_BACKEND") or self.result_backend
+        url = (self.forced_urls[1] or os.environ.get("AIOTQ_RESULT_BACKEND")
+               or self.result_backend)
         if url:
             return url
         broker = self.broker

@@ -173,8 +173,7 @@ class Worker:
                 self._spawn(self._execute(delivery))
             self._heap_changed = loop.create_future()
             due = self._held.next_due()
-            sleeper = (asyncio.ensure_future(clock.sleep(due - clock.time()))
-                       if due is not None else None)
+            sleeper = asyncio.ensure_future(clock.sleep_until(due)) if due is not None else None
             await wait_any(self._heap_changed, sleeper)
 
     # -- shutdown --

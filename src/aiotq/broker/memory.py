@@ -114,7 +114,7 @@ class MemoryConsumer:
                 return batch
             waiter = hub.waiters.new()
             sleeper = (
-                asyncio.ensure_future(clock.sleep(hub.parked[0][0] - clock.time()))
+                asyncio.ensure_future(clock.sleep_until(hub.parked[0][0]))
                 if hub.parked else None
             )
             with contextlib.suppress(TimeoutError):
