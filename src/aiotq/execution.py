@@ -69,7 +69,8 @@ class Executor:
     def __init__(self, app: App, threads: int, hostname: str) -> None:
         self.app = app
         self.hostname = hostname
-        self.accept = app.codecs.content_types(app.conf.accept_content)
+        self._accept_names: tuple[str, ...] = ()
+        self._accept: frozenset[str] = frozenset()
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aiotq-task")
 
     def close(self) -> None:
@@ -97,6 +98,14 @@ class Executor:
             logger.exception("could not store state %s of task %s", state, task_id)
 
     # -- decoding --
+
+    @property
+    def accept(self) -> frozenset[str]:
+        """Content types of ``accept_content`` (recomputed when the setting changes)."""
+        names = self.app.conf.accept_content
+        if names is not self._accept_names:
+            self._accept_names, self._accept = names, self.app.codecs.content_types(names)
+        return self._accept
 
     def decode(self, delivery: Delivery) -> Job:
         """Raise MessageError / NotRegistered / DecodeError / ContentDisallowed when it can't."""

@@ -87,15 +87,11 @@ class Settings:
     def set(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
             raise ImproperlyConfigured(f"unknown setting {name!r}")
-        if name == "task_publish_retry_policy" and not isinstance(value, RetryPolicy):
-            value = RetryPolicy.from_mapping(value)
-        if name == "task_queues":
-            from .routing import QueueSpec
-
-            value = tuple(QueueSpec.coerce(item) for item in value or ())
-        if name in ("accept_content", "result_accept_content") and value is not None:
-            value = (value,) if isinstance(value, str) else tuple(value)
         setattr(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Coerce on every assignment, so ``app.conf.task_queues = [...]`` works as update().
+        object.__setattr__(self, name, _coerce(name, value))
 
     @property
     def broker(self) -> str:
@@ -117,3 +113,15 @@ class Settings:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "task_publish_retry_policy" and not isinstance(value, RetryPolicy):
+        return RetryPolicy.from_mapping(value)
+    if name == "task_queues":
+        from .routing import QueueSpec
+
+        return tuple(QueueSpec.coerce(item) for item in value or ())
+    if name in ("accept_content", "result_accept_content") and value is not None:
+        return (value,) if isinstance(value, str) else tuple(value)
+    return value
