@@ -231,3 +231,29 @@ def test_app_works_from_several_event_loops_in_turn() -> None:
 
     assert asyncio.run(once()) == 4
     assert asyncio.run(once()) == 4
+
+
+async def test_warm_stop_releases_prefetched_messages(app: App) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    @app.task
+    async def job(n: int) -> int:
+        runs.append(n)
+        started.set()
+        await release.wait()
+        return n
+
+    app.conf.update(worker_prefetch_multiplier=3)
+    results = [await job.delay(n) for n in range(3)]
+    worker = Worker(app, concurrency=1, poll_interval=0.05)
+    async with worker:
+        await asyncio.wait_for(started.wait(), TIMEOUT)
+        await asyncio.sleep(0.1)  # the other two are prefetched, waiting for the slot
+        worker.stop()
+        release.set()
+    assert runs == [0]
+    async with Worker(app, poll_interval=0.05):
+        assert [await r.get(timeout=TIMEOUT) for r in results] == [0, 1, 2]
+    await app.close()

@@ -68,8 +68,12 @@ class Signature(Generic[R]):
             raise ImproperlyConfigured(
                 f"signature type {data.get('subtask_type')!r} is not supported"
             )
+        from .calling import CALL_OPTIONS
+
+        # Signatures made by other clients (Celery) carry options of their own: keep ours.
+        options = {k: v for k, v in (data.get("options") or {}).items() if k in CALL_OPTIONS}
         return cls(str(data["task"]), data.get("args") or (), data.get("kwargs") or {},
-                   data.get("options") or {}, immutable=bool(data.get("immutable")), app=app)
+                   options, immutable=bool(data.get("immutable")), app=app)
 
     @property
     def id(self) -> str | None:

@@ -163,6 +163,10 @@ class Worker:
     async def _execute(self, delivery: Delivery) -> None:
         assert self._semaphore is not None and self._executor is not None
         async with self._semaphore:
+            if self._stopping.is_set():
+                # Prefetched but not started: it goes back for another worker.
+                await delivery.release()
+                return
             await self._executor.handle(delivery)
 
     async def _eta_timer(self) -> None:
