@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ class _Record:
 class _Store:
     records: dict[str, _Record] = field(default_factory=dict)
     waiters: Waiters = field(default_factory=Waiters)
+    #: (expires_at, task_id), so expiring is a pop of what is due, not a scan.
+    expiries: list[tuple[float, str]] = field(default_factory=list)
 
 
 class MemoryBackend:
@@ -51,6 +54,8 @@ class MemoryBackend:
         record.states.append(self._context.encode(meta))
         record.appended += 1
         record.expires_at = expires_at
+        if expires_at is not None:
+            heapq.heappush(self._store.expiries, (expires_at, task_id))
         self._store.waiters.notify_all()
 
     async def get(self, task_id: str) -> Meta | None:
@@ -80,8 +85,9 @@ class MemoryBackend:
         self._store.records.pop(task_id, None)
 
     def _expire(self, now: float) -> None:
-        records = self._store.records
-        expired = [k for k, r in records.items()
-                   if r.expires_at is not None and r.expires_at <= now]
-        for task_id in expired:
-            del records[task_id]
+        records, expiries = self._store.records, self._store.expiries
+        while expiries and expiries[0][0] <= now:
+            _, task_id = heapq.heappop(expiries)
+            record = records.get(task_id)
+            if record is not None and record.expires_at is not None and record.expires_at <= now:
+                del records[task_id]
