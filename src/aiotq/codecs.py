@@ -107,13 +107,25 @@ def json_dumps(value: Any) -> bytes:
 
 def _preconvert(value: Any) -> Any:
     # orjson writes UUIDs as plain strings, which would come back as str: tag them first.
-    if isinstance(value, uuid.UUID):
-        return _json_default(value)
-    if isinstance(value, dict):
+    # Exact type checks: this walks every message's arguments, so it must be cheap.
+    kind = type(value)
+    if kind is dict:
         return {k: _preconvert(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [_preconvert(v) for v in value]
+    if kind is uuid.UUID:
+        return _json_default(value)
+    if isinstance(value, uuid.UUID | dict | list | tuple):
+        return _preconvert(_exact(value))
     return value
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return uuid.UUID(int=value.int)
+    if isinstance(value, dict):
+        return dict(value)
+    return list(value)
 
 
 def json_loads(data: bytes) -> Any:
