@@ -1,0 +1,202 @@
+"""What the Redis broker and result backend share: the client, error translation, scripts
+and a pipeline that batches concurrent commands into one round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable, Iterator
+from importlib import resources
+from typing import Any, Generic, TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from .exceptions import TransportError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: A command sender: ``client.execute_command`` or :meth:`Pipeliner.call`.
+Call = Callable[..., Awaitable[Any]]
+
+#: Blocking reads never wait longer than this, so a dead connection or a due ETA is noticed.
+MAX_BLOCK = 1.0
+
+
+def connect(url: str) -> Redis:
+    """A pooled client for ``url``. Query-string options of the URL override these defaults.
+
+    One immediate retry on a fresh connection covers a pooled socket that died with a
+    restarted server; longer outages surface as :class:`TransportError` to the caller's own
+    retry policy instead of stalling inside redis-py's backoff.
+    """
+    client: Redis = Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=10.0,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return client
+
+
+class Link:
+    """A client made on first use (on the event loop that uses it), with its pipeliner."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: Redis | None = None
+        self._pipeliner: Pipeliner | None = None
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            self._client = connect(self._url)
+        return self._client
+
+    @property
+    def pipeliner(self) -> Pipeliner:
+        if self._pipeliner is None:
+            self._pipeliner = Pipeliner(self.client)
+        return self._pipeliner
+
+    async def ping(self) -> None:
+        with transport_errors("connect"):
+            await command(self.client)("PING")
+
+    async def close(self) -> None:
+        if self._pipeliner is not None:
+            await self._pipeliner.close()
+            self._pipeliner = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def command(client: Redis) -> Call:
+    """``client.execute_command``, typed (redis-py leaves it unannotated)."""
+    return cast(Call, client.execute_command)
+
+
+def block_ms(client: Redis, wanted: float) -> int:
+    """How long a blocking read may wait: ``wanted`` seconds, well within the socket timeout."""
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if socket_timeout:
+        wanted = min(wanted, float(socket_timeout) / 2)
+    return max(1, int(wanted * 1000))
+
+
+@contextlib.contextmanager
+def transport_errors(what: str) -> Iterator[None]:
+    """Translate redis-py's errors into :class:`TransportError`, chaining the original."""
+    try:
+        yield
+    except RedisError as exc:
+        raise TransportError(f"Redis {what} failed: {exc}") from exc
+
+
+def stream_id(raw: bytes) -> tuple[int, int]:
+    """A stream entry id as a sortable pair."""
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def text(value: float | int | str) -> str:
+    """A number as Redis reads it back exactly (``repr`` round-trips a float)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class Scripts:
+    """Lua scripts shipped as package data, run by SHA and loaded again when Redis lost them
+    (a restarted server, ``SCRIPT FLUSH``)."""
+
+    def __init__(self, package: str, folder: str, names: tuple[str, ...]) -> None:
+        root = resources.files(package).joinpath(folder)
+        self._sources = {name: root.joinpath(f"{name}.lua").read_text("utf-8") for name in names}
+        self._shas = {
+            name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+            for name, source in self._sources.items()
+        }
+
+    async def run(self, call: Call, name: str, keys: list[str] | list[bytes],
+                  args: list[Any]) -> Any:
+        """Run script ``name`` through ``call``; raises redis-py's errors untranslated."""
+        try:
+            return await call("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        except NoScriptError:
+            await call("SCRIPT", "LOAD", self._sources[name])
+            return await call("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+
+class Batcher(Generic[T, R]):
+    """Runs every item submitted while a flush is in flight in the next flush (group commit).
+
+    ``flush(items)`` returns one result per item, an exception for an item that failed; if
+    it raises, every item of that flush fails with its error.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R | Exception]]]) -> None:
+        self._flush_items = flush
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._flush_items([item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch + self._queue:
+                    future.cancel()
+                raise
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+class Pipeliner:
+    """Sends every command issued while a round trip is in flight in the next one.
+
+    Concurrent publishes and acks thus share pipelines without their callers knowing:
+    ``await pipeliner.call("XADD", ...)`` returns that command's own reply or raises its own
+    error.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._batcher: Batcher[tuple[Any, ...], Any] = Batcher(self._send)
+
+    async def call(self, *args: Any) -> Any:
+        return await self._batcher.submit(args)
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies

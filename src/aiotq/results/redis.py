@@ -1,0 +1,225 @@
+"""Redis result backend (``redis://``, ``rediss://``); see docs/brokers/redis.md.
+
+Per task, two keys expiring together after ``result_expires`` (ms precision):
+
+* ``celery-task-meta-<id>``: the newest meta, serialized with ``result_serializer``, and
+  published on the channel of the same name, exactly as Celery's Redis backend does, so
+  Celery clients read aiotq's results and ``get`` reads Celery's.
+* ``aiotq:states:<id>``: the state history, a stream capped at ``result_state_history``.
+
+``watch`` replays and then follows the state streams. Every watch of one backend shares one
+``XREAD BLOCK`` over all watched streams (one connection, one round trip per batch of
+updates), so a thousand concurrent ``get()`` calls need no thousand connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .. import _redis
+from ..states import READY_STATES
+from .base import BackendContext, Meta
+
+logger = logging.getLogger("aiotq.results.redis")
+
+META_PREFIX = "celery-task-meta-"
+STATES_PREFIX = "aiotq:states:"
+#: Longest a feed's XREAD blocks; nothing needs it to wake sooner (joins wake it).
+FEED_BLOCK = 5.0
+#: A wake stream nobody reads for this long (a crashed process's) expires.
+WAKE_TTL_MS = 60_000
+
+SCRIPTS = _redis.Scripts(__package__ or "aiotq.results", "redis_scripts", ("store",))
+
+
+def _meta_key(task_id: str) -> bytes:
+    return f"{META_PREFIX}{task_id}".encode()
+
+
+def _states_key(task_id: str) -> bytes:
+    return f"{STATES_PREFIX}{task_id}".encode()
+
+
+@dataclass(eq=False, slots=True)
+class _Watch:
+    """One ``watch()`` call: where it is in each stream, and what arrived for it."""
+
+    positions: dict[bytes, bytes]
+    arrived: asyncio.Queue[tuple[bytes, bytes]] = field(default_factory=asyncio.Queue)
+
+
+class _Feed:
+    """Reads every watched state stream of one backend in a single blocking loop."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._by_key: dict[bytes, set[_Watch]] = defaultdict(set)
+        self._wake_key = f"aiotq:feed:{secrets.token_hex(8)}".encode()
+        self._wake_position = b"0-0"
+        self._blocked = False
+        self._task: asyncio.Task[None] | None = None
+        self._wakes: set[asyncio.Task[None]] = set()
+
+    def join(self, keys: Sequence[bytes]) -> _Watch:
+        watch = _Watch(dict.fromkeys(keys, b"0-0"))
+        for key in watch.positions:
+            self._by_key[key].add(watch)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        elif self._blocked:
+            self._blocked = False
+            self._spawn_wake()
+        return watch
+
+    def drop(self, watch: _Watch, key: bytes) -> None:
+        """Stop reading ``key`` for ``watch`` (its task is ready: nothing more comes)."""
+        watchers = self._by_key.get(key)
+        if watchers is not None:
+            watchers.discard(watch)
+            if not watchers:
+                del self._by_key[key]
+        watch.positions.pop(key, None)
+
+    def leave(self, watch: _Watch) -> None:
+        for key in list(watch.positions):
+            self.drop(watch, key)
+
+    async def close(self) -> None:
+        for task in (self._task, *self._wakes):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError):
+            await _redis.command(self._client)("DEL", self._wake_key)
+
+    def _spawn_wake(self) -> None:
+        task = asyncio.create_task(self._wake())
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _wake(self) -> None:
+        """End the running XREAD early, so it restarts with the keys that just joined."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command("XADD", self._wake_key, "MAXLEN", 1, "*", "w", 1)
+        pipe.execute_command("PEXPIRE", self._wake_key, WAKE_TTL_MS)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            logger.debug("waking the state feed failed: %s", exc)
+
+    async def _run(self) -> None:
+        reader = self._client.client()
+        failures = 0
+        try:
+            while True:
+                if not self._by_key:
+                    # Decided without awaiting, so a join from now on starts a new loop.
+                    self._task = None
+                    return
+                try:
+                    reply = await self._read(reader)
+                    failures = 0
+                except RedisError as exc:
+                    failures += 1
+                    logger.warning("reading task states failed (%s); retrying", exc)
+                    await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                    continue
+                for key, entries in reply or ():
+                    self._dispatch(key, entries)
+        finally:
+            await reader.aclose()
+
+    async def _read(self, reader: Redis) -> Any:
+        keys = [*self._by_key, self._wake_key]
+        positions = [min((w.positions[key] for w in self._by_key[key]), key=_redis.stream_id)
+                     for key in self._by_key]
+        self._blocked = True
+        try:
+            return await _redis.command(reader)(
+                "XREAD", "COUNT", 1000, "BLOCK", _redis.block_ms(self._client, FEED_BLOCK),
+                "STREAMS", *keys, *positions, self._wake_position,
+            )
+        finally:
+            self._blocked = False
+
+    def _dispatch(self, key: bytes, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        if key == self._wake_key:
+            self._wake_position = entries[-1][0]
+            return
+        for watch in list(self._by_key.get(key, ())):
+            position = _redis.stream_id(watch.positions[key])
+            for entry_id, fields in entries:
+                payload = fields.get(b"s")
+                if payload is not None and _redis.stream_id(entry_id) > position:
+                    watch.arrived.put_nowait((key, payload))
+                    watch.positions[key] = entry_id
+
+
+class RedisBackend:
+    """``redis://`` / ``rediss://`` result backend; see the module docstring."""
+
+    def __init__(self, context: BackendContext) -> None:
+        self._context = context
+        self._link = _redis.Link(context.url)
+        self._feed: _Feed | None = None
+
+    @property
+    def client(self) -> Redis:
+        return self._link.client
+
+    async def connect(self) -> None:
+        await self._link.ping()
+
+    async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
+            self._feed = None
+        await self._link.close()
+
+    async def on_task_call(self, task_id: str) -> str | None:
+        return None
+
+    async def store(self, meta: Meta, *, reply_to: str | None = None) -> None:
+        settings = self._context.settings
+        task_id = str(meta["task_id"])
+        ttl_ms = int(settings.result_expires * 1000) if settings.result_expires else 0
+        with _redis.transport_errors("storing a result"):
+            await SCRIPTS.run(
+                self._link.pipeliner.call, "store", [_meta_key(task_id), _states_key(task_id)],
+                [self._context.encode(meta), ttl_ms, settings.result_state_history],
+            )
+
+    async def get(self, task_id: str) -> Meta | None:
+        with _redis.transport_errors("reading a result"):
+            payload = await _redis.command(self.client)("GET", _meta_key(task_id))
+        return None if payload is None else self._context.decode(payload)
+
+    async def watch(self, task_ids: Sequence[str]) -> AsyncGenerator[Meta, None]:
+        if self._feed is None:
+            self._feed = _Feed(self.client)
+        feed = self._feed
+        watch = feed.join([_states_key(task_id) for task_id in dict.fromkeys(task_ids)])
+        try:
+            while True:
+                key, payload = await watch.arrived.get()
+                meta = self._context.decode(payload)
+                if meta.get("status") in READY_STATES:
+                    feed.drop(watch, key)
+                yield meta
+        finally:
+            feed.leave(watch)
+
+    async def forget(self, task_id: str) -> None:
+        with _redis.transport_errors("forgetting a result"):
+            await _redis.command(self.client)("DEL", _meta_key(task_id), _states_key(task_id))
