@@ -49,16 +49,36 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def resolve_url(tmp_path: Path) -> Iterator[object]:
-    """Turn a contract-suite parameter into a usable URL, skipping what is not reachable."""
+def resolve_url(tmp_path: Path, queue_name: str) -> Iterator[object]:
+    """Turn a contract-suite parameter into a usable URL, skipping what is not reachable.
+
+    Afterwards the Redis keys of this test's queues are deleted (the shared server stays as
+    it was found)."""
+    used_redis = False
 
     def resolve(url: str) -> str:
+        nonlocal used_redis
         if url == "sqlite":
             return f"sqlite:///{tmp_path / 'aiotq.db'}"
         if url.startswith("redis"):
             require_service("Redis", "127.0.0.1", 6379)
+            used_redis = True
         if url.startswith("amqp"):
             require_service("RabbitMQ", "127.0.0.1", 5672)
         return url
 
     yield resolve
+    if used_redis:
+        delete_redis_keys(f"aiotq:{{{queue_name}*")
+
+
+def delete_redis_keys(pattern: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
