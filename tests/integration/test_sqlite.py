@@ -380,3 +380,16 @@ def test_packed_frames_are_what_the_table_holds(url: str) -> None:
     assert rows(url, "SELECT queue, priority, payload FROM aiotq_messages") == [
         (QUEUE, 7, pack(message("frame", 7))),
     ]
+
+
+async def test_settling_a_lease_taken_over_changes_nothing(
+    url: str, broker: SQLiteBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    await broker.publish(message("shared"), Route(QUEUE))
+    consumer = await broker.consumer([QUEUE], prefetch=1)
+    [delivery] = await consumer.fetch(1, timeout=5)
+    with sqlite3.connect(parse_url(url).path) as conn:  # what a takeover leaves behind
+        conn.execute("UPDATE aiotq_messages SET owner = 'another-consumer'")
+    await delivery.ack()
+    assert rows(url, "SELECT owner FROM aiotq_messages") == [("another-consumer",)]
+    assert "taken over after its lease lapsed" in caplog.text

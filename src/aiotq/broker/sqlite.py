@@ -61,8 +61,9 @@ SCHEMA = (
 )
 
 _Row = tuple[str, int, bytes, float | None]
-#: A job settling one leased row: ``job(row_id, owner, connection)``.
-_RowJob = Callable[[int, str, sqlite3.Connection], None]
+#: A job settling one leased row, ``job(row_id, owner, connection)``; returns the rows it
+#: changed (0 when the lease went to another consumer meanwhile).
+_RowJob = Callable[[int, str, sqlite3.Connection], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,34 +165,37 @@ def _move_to_dead(row_id: int, queue: str, reason: str, payload: bytes, now: flo
     )
 
 
-def _ack(row_id: int, owner: str, conn: sqlite3.Connection) -> None:
-    conn.execute("DELETE FROM aiotq_messages WHERE id = ? AND owner = ?", (row_id, owner))
+def _ack(row_id: int, owner: str, conn: sqlite3.Connection) -> int:
+    sql = "DELETE FROM aiotq_messages WHERE id = ? AND owner = ?"
+    return conn.execute(sql, (row_id, owner)).rowcount
 
 
-def _release(row_id: int, owner: str, conn: sqlite3.Connection) -> None:
-    conn.execute(
+def _release(row_id: int, owner: str, conn: sqlite3.Connection) -> int:
+    return conn.execute(
         """UPDATE aiotq_messages SET available_at = NULL, owner = NULL,
                   deliveries = deliveries - 1
            WHERE id = ? AND owner = ?""",
         (row_id, owner),
-    )
+    ).rowcount
 
 
-def _defer(eta: float, row_id: int, owner: str, conn: sqlite3.Connection) -> None:
-    conn.execute(
+def _defer(eta: float, row_id: int, owner: str, conn: sqlite3.Connection) -> int:
+    return conn.execute(
         """UPDATE aiotq_messages SET available_at = ?, owner = NULL, deliveries = 0
            WHERE id = ? AND owner = ?""",
         (eta, row_id, owner),
-    )
+    ).rowcount
 
 
 def _dead_letter(reason: str, now: float, row_id: int, owner: str, conn: sqlite3.Connection
-                 ) -> None:
+                 ) -> int:
     row = conn.execute(
         "SELECT queue, payload FROM aiotq_messages WHERE id = ? AND owner = ?", (row_id, owner)
     ).fetchone()
-    if row is not None:
-        _move_to_dead(row_id, row[0], reason, row[1], now, conn)
+    if row is None:
+        return 0
+    _move_to_dead(row_id, row[0], reason, row[1], now, conn)
+    return 1
 
 
 def _renew(owner: str, lease_until: float, conn: sqlite3.Connection) -> None:
@@ -267,9 +271,12 @@ class SQLiteDelivery:
         if self._settled:
             return
         owner = self._consumer.owner
-        await self._consumer.broker.db.write(functools.partial(job, self._id, owner),
-                                             notify=notify)
+        changed = await self._consumer.broker.db.write(functools.partial(job, self._id, owner),
+                                                       notify=notify)
         self._settled = True
+        if not changed:
+            logger.warning("message %s of queue %r was taken over after its lease lapsed; "
+                           "it may run twice", self.message.task_id, self.queue)
 
 
 class SQLiteConsumer:
