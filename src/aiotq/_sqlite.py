@@ -3,11 +3,11 @@ its own, transactions, and wake-ups within a process and across processes.
 
 Wake-ups across processes poll ``PRAGMA data_version``, which changes whenever another
 connection commits to the file. Reading it touches only the WAL index in shared memory (no
-disk I/O, no lock held), so polling every 2 ms right after activity, backing off to 50 ms
-when nothing changes, costs well under 1% of a core. It needs nothing beside the database
-file: unix sockets next to it would wake faster, but bring stale socket files left by killed
-processes, a 108-byte path limit that deep temporary folders exceed, and a directory scan
-on every commit. Only instances with a waiter poll; an idle process sleeps.
+disk I/O, no write lock), so polling every 2 ms right after activity, backing off to 50 ms
+when nothing changes, costs about 1% of a core while something waits. It needs nothing
+beside the database file: unix sockets next to it would wake faster, but bring stale socket
+files left by killed processes, a 108-byte path limit that deep temporary folders exceed,
+and a directory scan on every commit. Only instances with a waiter poll; an idle process sleeps.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ Job = Callable[[sqlite3.Connection], T]
 #: and the connection's own ``total_changes``. Any commit after a stamp changes it.
 Stamp = tuple[int, int]
 
+logger = logging.getLogger(__name__)
+
+POLL_FAST = 0.002
+POLL_SLOW = 0.05
+POLL_BACKOFF = 1.5
+SYNCHRONOUS = ("off", "normal", "full", "extra")
+
 
 @dataclass(frozen=True, slots=True)
 class Mark:
@@ -54,13 +61,6 @@ class _Signal:
     def notify(self) -> None:
         self.count += 1
         self.waiters.notify_all()
-
-logger = logging.getLogger(__name__)
-
-POLL_FAST = 0.002
-POLL_SLOW = 0.05
-POLL_BACKOFF = 1.5
-SYNCHRONOUS = ("off", "normal", "full", "extra")
 
 
 @dataclass(frozen=True, slots=True)

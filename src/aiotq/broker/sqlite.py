@@ -291,7 +291,8 @@ class SQLiteConsumer:
 
     async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         # ``timeout`` is real time (a bound on waiting); ETAs and leases follow the app clock,
-        # so a test's ManualClock.advance() wakes a fetch waiting for a parked message.
+        # so a test's ManualClock.advance() wakes a fetch waiting for a parked message. Rows
+        # leased by a claim whose fetch was cancelled stay this consumer's until close().
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._closed:
