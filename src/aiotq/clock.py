@@ -36,11 +36,13 @@ class SystemClock:
 class ManualClock:
     """A clock that moves only when told: ``await clock.advance(3600)``.
 
-    Sleepers wake, in deadline order, once the clock reaches their deadline.
+    Sleepers wake, in deadline order, once the clock reaches their deadline. It starts on a
+    whole second, so ``countdown=n`` followed by ``advance(n)`` lands exactly on the ETA
+    (a fractional start would round the ETA's microseconds past it).
     """
 
     def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else start
+        self._now = float(int(time.time())) if start is None else start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
