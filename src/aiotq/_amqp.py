@@ -1,0 +1,347 @@
+"""What the ``amqp://`` broker and the ``rpc://`` backend share.
+
+One robust connection per event loop (aio-pika's ``connect_robust`` owns reconnecting),
+with plain aiormq channels opened from the live transport on demand:
+
+* a pool of publisher-confirm channels, picked round robin, so concurrent publishes are
+  pipelined on several channels instead of queueing behind one;
+* one topology channel for declarations, each declared once per connection (cached until
+  the connection is replaced);
+* :class:`Subscription`: a consuming channel that re-declares and consumes again by
+  itself after a channel or connection loss.
+
+A publish while the connection is down fails at once with
+:class:`~aiotq.exceptions.TransportError` (the caller's retry policy decides), instead of
+waiting for the reconnect. Every aio-pika / aiormq error is translated here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from typing import Any, cast
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.abc import AbstractChannel
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
+from pamqp.commands import Basic
+
+from .exceptions import EncodeError, ImproperlyConfigured, TransportError
+from .message import origin
+
+logger = logging.getLogger("aiotq.amqp")
+
+#: What a failing connection or channel raises, from aiormq, asyncio and the socket.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    AMQPError, ChannelInvalidStateError, ConnectionError, OSError,
+)
+
+#: Opening a channel on a connection that just closed raises a plain RuntimeError.
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, RuntimeError)
+
+Arguments = dict[str, Any]
+
+
+class UnroutableError(ImproperlyConfigured):
+    """RabbitMQ returned a mandatory message: nothing is bound for its exchange and key."""
+
+
+def transport_error(doing: str, exc: BaseException) -> TransportError:
+    return TransportError(f"{doing} failed: {exc!r}")
+
+
+def server_version(properties: Mapping[str, Any]) -> tuple[int, ...]:
+    raw = properties.get("version", b"")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    parts: list[int] = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+class AMQPConnection:
+    """A robust connection with a confirmed publishing pool and cached declarations."""
+
+    def __init__(self, url: str, options: Mapping[str, Any]) -> None:
+        self.url = url
+        self._pool_size = max(1, int(options.get("publish_channels", 4)))
+        self._publish_timeout: float | None = options.get("publish_timeout", 30.0)
+        self._connect_timeout: float | None = options.get("connect_timeout", 10.0)
+        self._reconnect_interval: float | None = options.get("reconnect_interval")
+        self._robust: AbstractRobustConnection | None = None
+        self.closed = False
+        self._connecting: asyncio.Lock | None = None
+        self._pool: list[AbstractChannel | None] = [None] * self._pool_size
+        self._opening: list[asyncio.Lock] = [asyncio.Lock() for _ in range(self._pool_size)]
+        self._next = 0
+        self._topology: AbstractChannel | None = None
+        self._topology_lock = asyncio.Lock()
+        self._declared: set[Hashable] = set()
+        self._declaring: dict[Hashable, asyncio.Future[None]] = {}
+        #: Grows whenever declarations are forgotten, so callers' own caches can follow.
+        self.generation = 0
+        self.version: tuple[int, ...] = ()
+
+    # -- connection --
+
+    async def connect(self) -> None:
+        if self._robust is not None:
+            return
+        if self.closed:
+            raise TransportError("the AMQP connection was closed")
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._robust is not None:
+                return
+            extra: dict[str, Any] = {}
+            if self._reconnect_interval is not None:
+                extra["reconnect_interval"] = self._reconnect_interval
+            try:
+                robust = await aio_pika.connect_robust(
+                    self.url, timeout=self._connect_timeout,
+                    client_properties={"connection_name": f"aiotq {origin()}"}, **extra,
+                )
+            except TRANSPORT_ERRORS as exc:
+                raise transport_error(f"connecting to {_safe(self.url)}", exc) from exc
+            robust.reconnect_callbacks.add(self._on_reconnect)
+            self._robust = robust
+            transport = robust.transport
+            if transport is not None:
+                self.version = server_version(transport.connection.server_properties)
+
+    async def close(self) -> None:
+        self.closed = True
+        robust, self._robust = self._robust, None
+        if robust is not None:
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                await robust.close()
+
+    async def ready(self) -> None:
+        """Wait until the connection is up (again)."""
+        await self.connect()
+        assert self._robust is not None
+        await self._robust.ready()
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Declare everything again on next use (after a reconnect, or a returned message)."""
+        self._declared.clear()
+        self.generation += 1
+
+    async def channel(self, *, confirms: bool = False) -> AbstractChannel:
+        """A new channel on the live transport; TransportError when there is none."""
+        await self.connect()
+        assert self._robust is not None
+        transport = self._robust.transport
+        if transport is None or transport.connection.is_closed:
+            raise TransportError(f"not connected to {_safe(self.url)} (reconnecting)")
+        try:
+            return await transport.connection.channel(
+                publisher_confirms=confirms, on_return_raises=True,
+            )
+        except CHANNEL_ERRORS as exc:
+            raise transport_error("opening a channel", exc) from exc
+
+    # -- publishing --
+
+    def pick(self) -> int:
+        """A slot of the publishing pool, round robin."""
+        slot = self._next
+        self._next = (slot + 1) % self._pool_size
+        return slot
+
+    async def publisher(self, slot: int) -> AbstractChannel:
+        channel = self._pool[slot]
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening[slot]:
+            channel = self._pool[slot]
+            if channel is None or channel.is_closed:
+                channel = self._pool[slot] = await self.channel(confirms=True)
+            return channel
+
+    async def publish(
+        self, channel: AbstractChannel, body: bytes, properties: Basic.Properties,
+        exchange: str, routing_key: str, *, mandatory: bool = True,
+    ) -> None:
+        """Publish and wait for the broker's confirm."""
+        try:
+            await channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties,
+                mandatory=mandatory, timeout=self._publish_timeout,
+            )
+        except PublishError as exc:
+            raise UnroutableError(
+                f"RabbitMQ returned the message: no queue is bound to exchange {exchange!r} "
+                f"with routing key {routing_key!r}"
+            ) from exc
+        except DeliveryError as exc:
+            raise TransportError(f"RabbitMQ refused the message (nack): {exc!r}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise EncodeError(f"cannot encode the message's AMQP properties: {exc}") from exc
+
+    # -- topology --
+
+    async def ensure(self, key: Hashable, declare: Callable[[], Awaitable[None]]) -> None:
+        """Run ``declare`` once per connection for ``key``; concurrent callers share it."""
+        if key in self._declared:
+            return
+        pending = self._declaring.get(key)
+        if pending is None:
+            pending = self._declaring[key] = asyncio.ensure_future(declare())
+            pending.add_done_callback(lambda done: self._settled(key, done))
+        await asyncio.shield(pending)
+        self._declared.add(key)
+
+    def _settled(self, key: Hashable, done: asyncio.Future[None]) -> None:
+        self._declaring.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: its waiters may all have been cancelled
+
+    async def declare_queue(self, name: str, arguments: Arguments | None = None, *,
+                            durable: bool = True) -> None:
+        """Declare ``name``; if it exists with other arguments, use it as it is."""
+        try:
+            await self._declare(lambda ch: ch.queue_declare(
+                name, durable=durable, arguments=arguments))
+        except ChannelPreconditionFailed as exc:
+            logger.warning(
+                "queue %r exists with other arguments than %r (declared by another client, "
+                "such as Celery?); using it as it is: %s", name, arguments, exc.args[-1:])
+            await self._declare(lambda ch: ch.queue_declare(name, passive=True))
+
+    async def declare_exchange(self, name: str, kind: str) -> None:
+        try:
+            await self._declare(lambda ch: ch.exchange_declare(
+                name, exchange_type=kind, durable=True))
+        except ChannelPreconditionFailed as exc:
+            logger.warning("exchange %r exists with another type than %r; using it as it is: "
+                           "%s", name, kind, exc.args[-1:])
+            await self._declare(lambda ch: ch.exchange_declare(name, passive=True))
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._declare(lambda ch: ch.queue_bind(queue, exchange, routing_key=routing_key))
+
+    async def _declare(self, operation: Callable[[AbstractChannel], Awaitable[Any]]) -> Any:
+        # One at a time: a refused declaration closes the channel under the others.
+        async with self._topology_lock:
+            channel = self._topology
+            if channel is None or channel.is_closed:
+                channel = self._topology = await self.channel()
+            try:
+                return await operation(channel)
+            except (ChannelPreconditionFailed, ChannelNotFoundEntity):
+                raise
+            except TRANSPORT_ERRORS as exc:
+                raise transport_error("declaring", exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def scratch(self) -> AsyncIterator[AbstractChannel]:
+        """A short-lived channel, for operations that may close it (a passive declare)."""
+        channel = await self.channel()
+        try:
+            yield channel
+        except TRANSPORT_ERRORS as exc:
+            if isinstance(exc, ChannelNotFoundEntity):
+                raise
+            raise transport_error("an AMQP operation", exc) from exc
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*TRANSPORT_ERRORS):
+                    await channel.close()
+
+
+class Subscription:
+    """A consuming channel that comes back by itself.
+
+    ``setup(channel)`` declares and consumes on every new channel; ``on_lost()`` runs when
+    a channel goes away (its unacked deliveries are back in their queues by then).
+    """
+
+    def __init__(self, connection: AMQPConnection,
+                 setup: Callable[[AbstractChannel], Awaitable[None]],
+                 on_lost: Callable[[], None], *, retry_interval: float = 0.5) -> None:
+        self._connection = connection
+        self._setup = setup
+        self._on_lost = on_lost
+        self._retry_interval = retry_interval
+        self._watcher: asyncio.Task[None] | None = None
+        self.channel: AbstractChannel | None = None
+
+    async def open(self) -> None:
+        self.channel = await self._open_once()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _open_once(self) -> AbstractChannel:
+        channel = await self._connection.channel()
+        try:
+            await self._setup(channel)
+        except BaseException:
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                await channel.close()
+            raise
+        return channel
+
+    async def _watch(self) -> None:
+        while (channel := self.channel) is not None:
+            with contextlib.suppress(Exception):
+                await channel.closing
+            self.channel = None
+            self._on_lost()
+            self.channel = await self._reopen()
+
+    async def _reopen(self) -> AbstractChannel | None:
+        """A new consuming channel, once the connection is back; None once it is closed."""
+        while not self._connection.closed:
+            try:
+                await self._connection.ready()
+                return await self._open_once()
+            except Exception as exc:  # whatever it is, a consumer keeps trying
+                if not self._connection.closed:
+                    logger.warning("cannot consume again yet (%s); retrying", exc)
+                    await asyncio.sleep(self._retry_interval)
+        return None
+
+    async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        channel, self.channel = self.channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                await channel.close()
+
+
+def as_channel(channel: AbstractChannel) -> aiormq.Channel:
+    """The concrete channel, for the arguments the abstract one does not declare."""
+    return cast(aiormq.Channel, channel)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}@{host}"
