@@ -21,10 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import (
@@ -330,11 +329,6 @@ class Subscription:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await channel.close()
-
-
-def as_channel(channel: AbstractChannel) -> aiormq.Channel:
-    """The concrete channel, for the arguments the abstract one does not declare."""
-    return cast(aiormq.Channel, channel)
 
 
 def _safe(url: str) -> str:
