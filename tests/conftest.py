@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,11 +68,43 @@ def resolve_url(tmp_path: Path, queue_name: str) -> Iterator[object]:
             used_redis = True
         if url.startswith("amqp"):
             require_service("RabbitMQ", "127.0.0.1", 5672)
+            AMQP_PREFIXES.add(queue_name)
         return url
 
     yield resolve
     if used_redis:
         delete_redis_keys(f"aiotq:{{{queue_name}*")
+
+
+#: Queue names the tests used on RabbitMQ: their queues and exchanges (and the delay and
+#: dead-letter queues the broker derived from them) are deleted when the session ends.
+AMQP_PREFIXES: set[str] = set()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if AMQP_PREFIXES and shutil.which("rabbitmqctl"):
+        asyncio.run(_delete_amqp_entities(tuple(AMQP_PREFIXES)))
+
+
+def _rabbitmq_names(kind: str) -> list[str]:
+    listing = subprocess.run(["rabbitmqctl", f"list_{kind}", "name", "-q",
+                              "--no-table-headers"], capture_output=True, text=True,
+                             timeout=60, check=False)
+    return listing.stdout.split()
+
+
+async def _delete_amqp_entities(prefixes: tuple[str, ...]) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in _rabbitmq_names("queues"):
+            if name.startswith(prefixes):
+                await channel.queue_delete(name)
+        for name in _rabbitmq_names("exchanges"):
+            if name.startswith(prefixes):
+                await channel.exchange_delete(name)
 
 
 def delete_redis_keys(pattern: str) -> None:

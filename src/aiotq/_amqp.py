@@ -36,7 +36,7 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
-from .exceptions import EncodeError, ImproperlyConfigured, TransportError
+from .exceptions import EncodeError, TransportError, UnroutableError
 from .message import origin
 
 logger = logging.getLogger("aiotq.amqp")
@@ -50,10 +50,6 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 CHANNEL_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, RuntimeError)
 
 Arguments = dict[str, Any]
-
-
-class UnroutableError(ImproperlyConfigured):
-    """RabbitMQ returned a mandatory message: nothing is bound for its exchange and key."""
 
 
 def transport_error(doing: str, exc: BaseException) -> TransportError:

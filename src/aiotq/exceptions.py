@@ -14,6 +14,10 @@ class ImproperlyConfigured(AiotqError):
     """A setting, URL or option has a value aiotq cannot use."""
 
 
+class UnroutableError(ImproperlyConfigured):
+    """No queue would receive the message (nothing bound for its exchange and key)."""
+
+
 class OperationalError(AiotqError):
     """The broker or result backend could not be reached (after the publish retries)."""
 

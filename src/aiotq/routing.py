@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from .broker.base import Route
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, UnroutableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ def make_route(
         kind = exchange_type or next((q.exchange_type for q in bound), "direct")
         return Route(queue, exchange, key, kind)
     if not bound:
-        raise ImproperlyConfigured(
+        raise UnroutableError(
             f"no queue is bound to exchange {exchange!r} with routing key {key!r}: the "
             "message would be lost; declare one in the task_queues setting"
         )

@@ -136,7 +136,9 @@ class Worker:
             self._spawn(self._execute(delivery))
             return
         conf = self.app.conf
-        far = eta.timestamp() - now > conf.worker_eta_horizon
+        # A second of slack: an ETA exactly at the horizon (microseconds past it after
+        # rounding) is held, not bounced back to the broker.
+        far = eta.timestamp() - now > conf.worker_eta_horizon + 1.0
         if far or len(self._held) >= conf.worker_max_held:
             self._spawn(delivery.defer(eta))
             return

@@ -21,12 +21,11 @@ import pytest
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
 
-from aiotq._amqp import UnroutableError
 from aiotq.broker.amqp import MAX_DELAY_LEVEL, AMQPBroker, delay_queue
 from aiotq.broker.base import BrokerContext, Consumer, Delivery, Outgoing, Route
 from aiotq.clock import SystemClock
 from aiotq.codecs import Codecs
-from aiotq.exceptions import ImproperlyConfigured, TransportError
+from aiotq.exceptions import ImproperlyConfigured, TransportError, UnroutableError
 from aiotq.message import Message
 from aiotq.results.base import BackendContext
 from aiotq.results.rpc import RPCBackend

@@ -39,10 +39,9 @@ from .._amqp import (
     AMQPConnection,
     Arguments,
     Subscription,
-    UnroutableError,
     transport_error,
 )
-from ..exceptions import AiotqError, ImproperlyConfigured
+from ..exceptions import AiotqError, ImproperlyConfigured, UnroutableError
 from ..message import Message
 from .base import BrokerContext, DeadLetter, Delivery, Outgoing, Producer, Route
 
