@@ -183,6 +183,8 @@ class Executor:
         token_app = current_app.set(self.app)
         try:
             hard_limit = _hard_limit(request.headers, task)
+            if task.is_async and hard_limit is None:
+                return await task.run(*request.args, **request.kwargs)
             if task.is_async:
                 try:
                     async with asyncio.timeout(hard_limit):

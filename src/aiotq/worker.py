@@ -82,6 +82,8 @@ class Worker:
     def stop(self) -> None:
         """Ask for a warm shutdown (returns at once; ``run()`` finishes soon after)."""
         self._stopping.set()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
 
     async def __aenter__(self) -> Worker:
         self._runner = asyncio.create_task(self.run())
@@ -105,12 +107,14 @@ class Worker:
 
     async def _consume(self, consumer: Consumer) -> None:
         assert self._slot_freed is not None
+        # Fetch in batches: while tasks are in flight, wait until a quarter of the capacity
+        # is free rather than paying a broker round trip per freed slot.
+        low_water = max(1, self.capacity // 4)
         while not self._stopping.is_set():
             limit = self.capacity - len(self._inflight)
-            if limit <= 0:
+            if limit < low_water and self._inflight:
                 self._slot_freed.clear()
-                await wait_any(asyncio.ensure_future(self._slot_freed.wait()),
-                               asyncio.ensure_future(self._stopping.wait()))
+                await self._slot_freed.wait()
                 continue
             try:
                 batch = await consumer.fetch(limit, self.poll_interval)
@@ -164,6 +168,9 @@ class Worker:
 
     async def _execute(self, delivery: Delivery) -> None:
         assert self._semaphore is not None and self._executor is not None
+        if self.capacity == self.concurrency:  # nothing prefetched beyond the slots
+            await self._executor.handle(delivery)
+            return
         async with self._semaphore:
             if self._stopping.is_set():
                 # Prefetched but not started: it goes back for another worker.

@@ -173,6 +173,9 @@ class RedisBackend:
         self._context = context
         self._link = _redis.Link(context.url)
         self._feed: _Feed | None = None
+        self._stores: _redis.Batcher[tuple[str, bytes], None] = _redis.Batcher(
+            self._store_batch
+        )
 
     @property
     def client(self) -> Redis:
@@ -182,6 +185,7 @@ class RedisBackend:
         await self._link.ping()
 
     async def close(self) -> None:
+        await self._stores.close()
         if self._feed is not None:
             await self._feed.close()
             self._feed = None
@@ -191,14 +195,20 @@ class RedisBackend:
         return None
 
     async def store(self, meta: Meta, *, reply_to: str | None = None) -> None:
-        settings = self._context.settings
-        task_id = str(meta["task_id"])
-        ttl_ms = int(settings.result_expires * 1000) if settings.result_expires else 0
         with _redis.transport_errors("storing a result"):
-            await SCRIPTS.run(
-                self._link.pipeliner.call, "store", [_meta_key(task_id), _states_key(task_id)],
-                [self._context.encode(meta), ttl_ms, settings.result_state_history],
-            )
+            await self._stores.submit((str(meta["task_id"]), self._context.encode(meta)))
+
+    async def _store_batch(self, items: list[tuple[str, bytes]]) -> list[None | Exception]:
+        settings = self._context.settings
+        ttl_ms = int(settings.result_expires * 1000) if settings.result_expires else 0
+        keys: list[bytes] = []
+        for task_id, _ in items:
+            keys += (_meta_key(task_id), _states_key(task_id))
+        with _redis.transport_errors("storing results"):
+            await SCRIPTS.run(_redis.command(self.client), "store", keys,
+                              [ttl_ms, settings.result_state_history,
+                               *(payload for _, payload in items)])
+        return [None] * len(items)
 
     async def get(self, task_id: str) -> Meta | None:
         with _redis.transport_errors("reading a result"):
