@@ -440,6 +440,9 @@ def result_command(
     """
     _setup_logging(LogLevel.warning)
     app = _resolve_app(app_spec, broker)
+    if app.conf.backend.startswith("rpc://"):
+        _fail("rpc:// results reach only the process that sent the task: use 'aiotq call "
+              "--wait', or a result backend such as redis:// (AIOTQ_RESULT_BACKEND)")
     raise typer.Exit(_run(_show_in(app, task_id, wait, timeout)))
 
 

@@ -247,6 +247,16 @@ async def test_result_wait_times_out_with_exit_3(cluster: Cluster) -> None:
     assert "not ready after 0.5s" in shown.stderr
 
 
+def test_result_refuses_rpc_results_it_cannot_see() -> None:
+    env = {**os.environ, "AIOTQ_BROKER_URL": AMQP_URL}
+    env.pop("AIOTQ_RESULT_BACKEND", None)
+    done = subprocess.run([*AIOTQ, "result", "some-id"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=20, check=False)
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("Error: rpc:// results reach only the process that sent")
+
+
 @pytest.mark.parametrize("spec", ["tests.apps.nosuch:app", f"{SLOW}:nope", "tests.apps"])
 def test_wrong_app_exits_2_with_one_clear_line(spec: str, tmp_path: Path) -> None:
     env = {**os.environ, "AIOTQ_BROKER_URL": f"sqlite:///{tmp_path / 'unused.db'}"}
