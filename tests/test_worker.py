@@ -257,3 +257,10 @@ async def test_warm_stop_releases_prefetched_messages(app: App) -> None:
     async with Worker(app, poll_interval=0.05):
         assert [await r.get(timeout=TIMEOUT) for r in results] == [0, 1, 2]
     await app.close()
+
+
+async def test_stop_before_run_returns_at_once(app: App) -> None:
+    worker = Worker(app, poll_interval=0.05)
+    worker.stop()
+    await asyncio.wait_for(worker.run(), TIMEOUT)
+    await app.close()

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import lzma
 import pickle
+import re
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -101,7 +102,15 @@ def _has_tag(data: bytes) -> bool:
     return _TAG.encode() in data
 
 
+#: What orjson writes for a UUID. Only when its output holds one can a UUID object have
+#: been flattened to a string, so only then is the (slower) tagging walk needed.
+_UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+
+
 def json_dumps(value: Any) -> bytes:
+    data = orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
+    if _UUID_TEXT.search(data) is None:
+        return data
     return orjson.dumps(_preconvert(value), default=_json_default, option=_JSON_OPTIONS)
 
 

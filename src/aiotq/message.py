@@ -83,8 +83,16 @@ class Body:
     embed: Embed
 
 
+_ORIGIN: tuple[int, str] = (0, "")
+
+
 def origin() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
+    """``pid@host`` of this process (recomputed after a fork)."""
+    global _ORIGIN
+    pid = os.getpid()
+    if _ORIGIN[0] != pid:
+        _ORIGIN = (pid, f"{pid}@{socket.gethostname()}")
+    return _ORIGIN[1]
 
 
 def format_time(value: dt.datetime | None) -> str | None:
@@ -255,3 +263,45 @@ def unpack(frame: bytes) -> Message:
         reply_to=reply_to,
         priority=priority if isinstance(priority, int) else None,
     )
+
+
+# -- result metas as Celery's clients read them ---------------------------------------
+# The redis:// and rpc:// result backends share their results with Celery, so they store
+# metas in Celery's shape and read Celery's back into aiotq's.
+
+_REVOKED = "TaskRevokedError"
+
+
+def _rename_revoked(result: Any, old: str, new: str) -> Any:
+    if (isinstance(result, dict) and result.get("exc_type") == _REVOKED
+            and result.get("exc_module") == old):
+        return {**result, "exc_module": new}
+    return result
+
+
+def meta_to_celery(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` as Celery stores it: each child as a result tuple ``[[id, parent], None]``
+    (Celery's ``AsyncResult`` rebuilds its children from these tuples), and a revoked task's
+    error as Celery's own ``TaskRevokedError``, which Celery clients catch by that class."""
+    children = meta.get("children")
+    result = _rename_revoked(meta.get("result"), "aiotq.exceptions", "celery.exceptions")
+    if not children and result is meta.get("result"):
+        return meta
+    return {**meta, "result": result,
+            "children": [[[child, None], None] for child in children or ()]}
+
+
+def _child_id(child: Any) -> Any:
+    # A result tuple is [[id, parent], None]; a group's is [[id, parent], [members]].
+    if isinstance(child, list | tuple) and child and isinstance(child[0], list | tuple):
+        return child[0][0]
+    return child
+
+
+def meta_from_celery(meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`meta_to_celery`, for metas either side stored."""
+    children = meta.get("children")
+    result = _rename_revoked(meta.get("result"), "celery.exceptions", "aiotq.exceptions")
+    if not children and result is meta.get("result"):
+        return meta
+    return {**meta, "result": result, "children": [_child_id(c) for c in children or ()]}

@@ -61,9 +61,12 @@ class Worker:
     # -- lifecycle --
 
     async def run(self) -> None:
-        """Consume until stopped (or drained, in burst mode); then shut down warm."""
-        self._stopping = asyncio.Event()
+        """Consume until stopped (or drained, in burst mode); then shut down warm.
+
+        A ``stop()`` that came before ``run()`` is honoured: it returns at once."""
         self._slot_freed = asyncio.Event()
+        if self._stopping.is_set():
+            self._slot_freed.set()
         self._semaphore = asyncio.Semaphore(self.concurrency)
         self._executor = Executor(self.app, self.threads, self.hostname)
         await self.app.connect()
@@ -78,6 +81,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
             await self._shutdown(consumer)
+            # Fresh primitives: a worker may run again, on another event loop.
+            self._stopping, self._idle = asyncio.Event(), asyncio.Event()
 
     def stop(self) -> None:
         """Ask for a warm shutdown (returns at once; ``run()`` finishes soon after)."""

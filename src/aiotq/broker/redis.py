@@ -52,7 +52,7 @@ PROMOTE_LIMIT = 1000
 ACK_CHUNK = 1000
 
 SCRIPTS = _redis.Scripts(__package__ or "aiotq.broker", "redis_scripts",
-                         ("fetch", "renew", "ack", "settle", "purge"))
+                         ("fetch", "renew", "ack", "settle", "purge", "publish"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +349,10 @@ class RedisBroker:
         self.clock = context.clock
         self.layout = Layout(context.settings.broker_transport_options)
         self._link = _redis.Link(context.url)
+        # Concurrent publishes (a gather of delay() calls) travel as one script call.
+        self._publishes: _redis.Batcher[tuple[str, str, str, bytes], None] = (
+            _redis.Batcher(self._publish_batch)
+        )
 
     @property
     def client(self) -> Redis:
@@ -362,22 +366,27 @@ class RedisBroker:
         await self._link.ping()
 
     async def close(self) -> None:
+        await self._publishes.close()
         await self._link.close()
 
     # -- publishing --
 
     async def publish(self, message: Message, route: Route, *, eta: dt.datetime | None = None
                       ) -> None:
-        command = self._command(message, route.queue, eta)
-        with _redis.transport_errors("publish"):
-            await self.pipeliner.call(*command)
+        await self._publishes.submit(self._command(message, route.queue, eta))
 
     async def publish_many(self, items: Sequence[Outgoing]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for item in items:
-            pipe.execute_command(*self._command(item.message, item.route.queue, item.eta))
+        await self._publish_batch(
+            [self._command(item.message, item.route.queue, item.eta) for item in items]
+        )
+
+    async def _publish_batch(self, commands: list[tuple[str, str, str, bytes]]
+                             ) -> list[Exception | None]:
+        keys = [key for key, _, _, _ in commands]
+        args = [value for _, kind, score, payload in commands for value in (kind, score, payload)]
         with _redis.transport_errors("publish"):
-            await pipe.execute()
+            await SCRIPTS.run(_redis.command(self.client), "publish", keys, args)
+        return [None] * len(commands)
 
     @contextlib.asynccontextmanager
     async def producer(self) -> AsyncIterator[Producer]:
@@ -385,16 +394,17 @@ class RedisBroker:
         yield self
 
     def _command(self, message: Message, queue: str, eta: dt.datetime | None
-                 ) -> tuple[Any, ...]:
+                 ) -> tuple[str, str, str, bytes]:
+        """(target key, "x" or "z", ETA score, payload) for publish.lua."""
         keys = self.layout.keys(queue)
         lane = self.layout.lane(message.priority)
         frame = pack(message)
         if eta is not None and eta.timestamp() > (
             self.clock.time() + self.settings.worker_eta_horizon
         ):
-            return ("ZADD", keys.schedule, _redis.text(eta.timestamp()),
+            return (keys.schedule, "z", _redis.text(eta.timestamp()),
                     _schedule_member(lane, frame))
-        return ("XADD", keys.lanes[lane], "*", "m", frame)
+        return (keys.lanes[lane], "x", "", frame)
 
     # -- consuming and inspecting --
 

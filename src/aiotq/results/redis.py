@@ -10,6 +10,11 @@ Per task, two keys expiring together after ``result_expires`` (ms precision):
 ``watch`` replays and then follows the state streams. Every watch of one backend shares one
 ``XREAD BLOCK`` over all watched streams (one connection, one round trip per batch of
 updates), so a thousand concurrent ``get()`` calls need no thousand connections.
+
+A Celery worker's results have no stream (Celery's backend only SETs and PUBLISHes the meta
+key), so every watch also subscribes to the meta channels of its tasks, on one shared
+SUBSCRIBE connection, and takes from them the states of tasks that have no stream.
+Metas are stored and read in Celery's shape (:func:`~aiotq.message.meta_to_celery`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from .. import _redis
+from ..message import meta_from_celery, meta_to_celery
 from ..states import READY_STATES
 from .base import BackendContext, Meta
 
@@ -39,7 +46,10 @@ FEED_BLOCK = 5.0
 #: A wake stream nobody reads for this long (a crashed process's) expires.
 WAKE_TTL_MS = 60_000
 
-SCRIPTS = _redis.Scripts(__package__ or "aiotq.results", "redis_scripts", ("store",))
+SCRIPTS = _redis.Scripts(__package__ or "aiotq.results", "redis_scripts",
+                         ("store", "foreign"))
+#: The state stream that hasn't been read from yet.
+UNREAD = b"0-0"
 
 
 def _meta_key(task_id: str) -> bytes:
@@ -48,6 +58,14 @@ def _meta_key(task_id: str) -> bytes:
 
 def _states_key(task_id: str) -> bytes:
     return f"{STATES_PREFIX}{task_id}".encode()
+
+
+def _channel_of(states_key: bytes) -> bytes:
+    return META_PREFIX.encode() + states_key.removeprefix(STATES_PREFIX.encode())
+
+
+def _states_of(channel: bytes) -> bytes:
+    return STATES_PREFIX.encode() + channel.removeprefix(META_PREFIX.encode())
 
 
 @dataclass(eq=False, slots=True)
@@ -69,9 +87,10 @@ class _Feed:
         self._blocked = False
         self._task: asyncio.Task[None] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
+        self.foreign = _Foreign(client, self._by_key)
 
     def join(self, keys: Sequence[bytes]) -> _Watch:
-        watch = _Watch(dict.fromkeys(keys, b"0-0"))
+        watch = _Watch(dict.fromkeys(keys, UNREAD))
         for key in watch.positions:
             self._by_key[key].add(watch)
         if self._task is None or self._task.done():
@@ -88,6 +107,7 @@ class _Feed:
             watchers.discard(watch)
             if not watchers:
                 del self._by_key[key]
+                self.foreign.release(key)
         watch.positions.pop(key, None)
 
     def leave(self, watch: _Watch) -> None:
@@ -95,6 +115,10 @@ class _Feed:
             self.drop(watch, key)
 
     async def close(self) -> None:
+        if self._task is not None and not self._task.done() and self._blocked:
+            # redis-py shields a command from cancellation: end the blocking read first,
+            # or closing waits out the whole BLOCK time.
+            await self._wake()
         for task in (self._task, *self._wakes):
             if task is not None:
                 task.cancel()
@@ -166,6 +190,132 @@ class _Feed:
                     watch.positions[key] = entry_id
 
 
+class _Foreign:
+    """Follows the states a Celery worker stores for watched tasks.
+
+    Celery's Redis backend SETs ``celery-task-meta-<id>`` and PUBLISHes the meta on the
+    channel of that name; it writes no state stream. One SUBSCRIBE connection follows the
+    channels of every watched task. When a subscription is confirmed (at first, and again
+    after a reconnection) the stored meta is read; then each published one is taken. Either
+    is passed on only to watches that have read nothing from the task's stream, and only
+    while the task has no stream (foreign.lua): aiotq's own states, published too, reach the
+    watches through the stream, exactly once and in order.
+    """
+
+    def __init__(self, client: Redis, by_key: dict[bytes, set[_Watch]]) -> None:
+        self._client = client
+        self._by_key = by_key
+        self._pubsub: PubSub | None = None
+        self._channels: set[bytes] = set()
+        #: The last payload passed on per task: a meta read at subscription time is also
+        #: published, once, when it was stored after the subscription.
+        self._last: dict[bytes, bytes] = {}
+        #: Subscriptions may differ from ``_channels`` (after a connection error).
+        self._stale = False
+        self._released: set[bytes] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribing: asyncio.Task[None] | None = None
+
+    async def follow(self, keys: Sequence[bytes]) -> None:
+        """Subscribe to the channels of these state streams' tasks."""
+        channels = [_channel_of(key) for key in keys if _channel_of(key) not in self._channels]
+        if not channels:
+            return
+        self._channels.update(channels)
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        try:
+            await self._pubsub.subscribe(*channels)
+        except RedisError as exc:
+            self._stale = True  # the listener subscribes them once Redis answers
+            logger.warning("subscribing to task states failed (%s); retrying", exc)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen())
+
+    def release(self, key: bytes) -> None:
+        """Nobody watches the task of ``key`` any more: unsubscribe, soon."""
+        self._released.add(_channel_of(key))
+        if self._unsubscribing is None or self._unsubscribing.done():
+            self._unsubscribing = asyncio.create_task(self._unsubscribe())
+
+    async def _unsubscribe(self) -> None:
+        while self._released:
+            # A task watched again meanwhile stays subscribed.
+            gone = [c for c in self._released if _states_of(c) not in self._by_key]
+            self._released.clear()
+            self._channels.difference_update(gone)
+            for channel in gone:
+                self._last.pop(_states_of(channel), None)
+            if gone and self._pubsub is not None:
+                try:
+                    await self._pubsub.unsubscribe(*gone)
+                except RedisError:
+                    self._stale = True
+
+    async def close(self) -> None:
+        for task in (self._task, self._unsubscribing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._pubsub is not None:
+            # redis-py leaves PubSub.aclose unannotated.
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+
+    async def _listen(self) -> None:
+        assert self._pubsub is not None
+        pubsub = self._pubsub
+        failures = 0
+        while True:
+            if not self._channels:
+                # Decided without awaiting, so a follow from now on starts a new loop.
+                self._task = None
+                return
+            try:
+                if self._stale:
+                    self._stale = False
+                    await self._resubscribe(pubsub)
+                message = await pubsub.get_message(timeout=FEED_BLOCK)
+                if message is not None:
+                    await self._take(message)
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                self._stale = True
+                logger.warning("following task states failed (%s); retrying", exc)
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+
+    async def _resubscribe(self, pubsub: PubSub) -> None:
+        """Make the subscriptions match ``_channels`` again."""
+        subscribed = set(pubsub.channels)
+        missing, extra = self._channels - subscribed, subscribed - self._channels
+        if missing:
+            await pubsub.subscribe(*missing)
+        if extra:
+            await pubsub.unsubscribe(*extra)
+
+    async def _take(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind not in ("subscribe", "message"):
+            return
+        key = _states_of(channel)
+        if not self._unread(key):
+            return
+        stored = await SCRIPTS.run(_redis.command(self._client), "foreign", [channel, key], [])
+        if stored is None:
+            return
+        payload = message["data"] if kind == "message" else stored
+        if self._last.get(key) == payload:
+            return
+        self._last[key] = payload
+        for watch in self._unread(key):
+            watch.arrived.put_nowait((key, payload))
+
+    def _unread(self, key: bytes) -> list[_Watch]:
+        return [w for w in self._by_key.get(key, ()) if w.positions.get(key) == UNREAD]
+
+
 class RedisBackend:
     """``redis://`` / ``rediss://`` result backend; see the module docstring."""
 
@@ -196,9 +346,10 @@ class RedisBackend:
 
     async def store(self, meta: Meta, *, reply_to: str | None = None) -> None:
         with _redis.transport_errors("storing a result"):
-            await self._stores.submit((str(meta["task_id"]), self._context.encode(meta)))
+            await self._stores.submit((str(meta["task_id"]),
+                                       self._context.encode(meta_to_celery(meta))))
 
-    async def _store_batch(self, items: list[tuple[str, bytes]]) -> list[None | Exception]:
+    async def _store_batch(self, items: list[tuple[str, bytes]]) -> list[Exception | None]:
         settings = self._context.settings
         ttl_ms = int(settings.result_expires * 1000) if settings.result_expires else 0
         keys: list[bytes] = []
@@ -213,7 +364,7 @@ class RedisBackend:
     async def get(self, task_id: str) -> Meta | None:
         with _redis.transport_errors("reading a result"):
             payload = await _redis.command(self.client)("GET", _meta_key(task_id))
-        return None if payload is None else self._context.decode(payload)
+        return None if payload is None else meta_from_celery(self._context.decode(payload))
 
     async def watch(self, task_ids: Sequence[str]) -> AsyncGenerator[Meta, None]:
         if self._feed is None:
@@ -221,9 +372,12 @@ class RedisBackend:
         feed = self._feed
         watch = feed.join([_states_key(task_id) for task_id in dict.fromkeys(task_ids)])
         try:
+            await feed.foreign.follow(list(watch.positions))
             while True:
                 key, payload = await watch.arrived.get()
-                meta = self._context.decode(payload)
+                if key not in watch.positions:
+                    continue  # a task that was ready already (a Celery state published late)
+                meta = meta_from_celery(self._context.decode(payload))
                 if meta.get("status") in READY_STATES:
                     feed.drop(watch, key)
                 yield meta
