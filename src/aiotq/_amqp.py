@@ -177,9 +177,12 @@ class AMQPConnection:
     ) -> None:
         """Publish and wait for the broker's confirm."""
         try:
+            # wait=False: don't hold the channel's lock until the socket write drained;
+            # the broker's confirm (awaited all the same) is what makes the publish safe, and
+            # concurrent publishes on the channel pipeline instead of queueing one by one.
             await channel.basic_publish(
                 body, exchange=exchange, routing_key=routing_key, properties=properties,
-                mandatory=mandatory, timeout=self._publish_timeout,
+                mandatory=mandatory, timeout=self._publish_timeout, wait=False,
             )
         except PublishError as exc:
             raise UnroutableError(
