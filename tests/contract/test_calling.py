@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aiotq import TaskRevokedError, group, states
+from aiotq import TaskRevokedError, Worker, group, states
 from aiotq.testing import InProcessWorker, run_in_process
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.contract.apps import CallingApp, CustomError, make_app
@@ -328,3 +328,19 @@ async def _eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def test_priority_higher_runs_first_with_concurrency_one(
+    calling: CallingApp, urls: tuple[str, str | None], queue_name: str,
+    resolve_url: Callable[[str], str],
+) -> None:
+    broker = resolve_url(urls[0])
+    backend = urls[1] if urls[1] == "rpc://" else resolve_url(urls[1] or urls[0])
+    # Published before a worker consumes the queue, so the broker alone decides the order.
+    async with run_in_process(calling.app, broker=broker, backend=backend, queues=["idle"]):
+        results = [await calling.other.apply_async((n,), priority=p)
+                   for n, p in [(1, 0), (2, 200), (3, 100), (4, 255), (5, None)]]
+        async with Worker(calling.app, [queue_name], concurrency=1, poll_interval=0.05):
+            for r in results:
+                await r.get(timeout=TIMEOUT)
+    assert [n for name, n in calling.record.calls if name == "other"] == [4, 2, 3, 1, 5]

@@ -191,6 +191,21 @@ async def test_two_workers_run_each_task_exactly_once(cluster: Cluster) -> None:
         assert set(cluster.runs("end", tag)) <= pids
 
 
+async def test_a_long_task_on_a_live_worker_is_never_taken_over(cluster: Cluster) -> None:
+    # Leases, not timeouts: running for three lease timeouts, with a second worker waiting.
+    first = cluster.worker()
+    result = await cluster.send("sleepy", 3 * LEASE, "long")
+    await cluster.until(lambda: bool(cluster.runs("start", "long")), "the task to start")
+    second = cluster.worker()
+
+    assert await result.get(timeout=3 * LEASE + 10) == "long"
+    assert cluster.runs("start", "long") == [first.pid], cluster.logs()
+    assert cluster.runs("end", "long") == [first.pid]
+    await asyncio.sleep(LEASE)  # a wrongful takeover would start a second run by now
+    assert cluster.runs("start", "long") == [first.pid], cluster.logs()
+    assert second.poll() is None
+
+
 async def test_burst_drains_the_queue_and_exits_0(cluster: Cluster) -> None:
     results = [await cluster.send("add", i, i) for i in range(5)]
     worker = cluster.worker("--burst")
