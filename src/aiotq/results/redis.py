@@ -93,6 +93,7 @@ class _Feed:
         watch = _Watch(dict.fromkeys(keys, UNREAD))
         for key in watch.positions:
             self._by_key[key].add(watch)
+        self.foreign.follow(keys)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         elif self._blocked:
@@ -191,69 +192,54 @@ class _Feed:
 
 
 class _Foreign:
-    """Follows the states a Celery worker stores for watched tasks.
+    """Follows the states Celery workers store for the watched tasks.
 
     Celery's Redis backend SETs ``celery-task-meta-<id>`` and PUBLISHes the meta on the
     channel of that name; it writes no state stream. One SUBSCRIBE connection follows the
-    channels of every watched task. When a subscription is confirmed (at first, and again
-    after a reconnection) the stored meta is read; then each published one is taken. Either
-    is passed on only to watches that have read nothing from the task's stream, and only
-    while the task has no stream (foreign.lua): aiotq's own states, published too, reach the
-    watches through the stream, exactly once and in order.
+    channels of every watched task (subscribed and unsubscribed in batches). Once a
+    subscription is confirmed (at first, and again after a reconnection) foreign.lua tells
+    whether the task has a stream, and returns the meta stored before: a task with a stream
+    is aiotq's, and its states, published too, reach the watches through the stream alone,
+    exactly once and in order. Without one, the stored meta and every published one go to
+    the watches that have read nothing from the stream.
     """
 
     def __init__(self, client: Redis, by_key: dict[bytes, set[_Watch]]) -> None:
         self._client = client
         self._by_key = by_key
         self._pubsub: PubSub | None = None
+        #: Channels wanted; those to SUBSCRIBE to and maybe UNSUBSCRIBE from, not sent yet.
         self._channels: set[bytes] = set()
+        self._added: set[bytes] = set()
+        self._released: set[bytes] = set()
+        #: Subscriptions may differ from ``_channels`` (after a connection error).
+        self._stale = False
+        #: Per state stream key, once known: whether the task's states are Celery's.
+        self._celerys: dict[bytes, bool] = {}
         #: The last payload passed on per task: a meta read at subscription time is also
         #: published, once, when it was stored after the subscription.
         self._last: dict[bytes, bytes] = {}
-        #: Subscriptions may differ from ``_channels`` (after a connection error).
-        self._stale = False
-        self._released: set[bytes] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribing: asyncio.Task[None] | None = None
+        #: Subscription confirmations and published states (None, payload) to check.
+        self._unchecked: list[tuple[bytes, bytes | None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._syncing: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
 
-    async def follow(self, keys: Sequence[bytes]) -> None:
-        """Subscribe to the channels of these state streams' tasks."""
-        channels = [_channel_of(key) for key in keys if _channel_of(key) not in self._channels]
-        if not channels:
-            return
-        self._channels.update(channels)
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
-        try:
-            await self._pubsub.subscribe(*channels)
-        except RedisError as exc:
-            self._stale = True  # the listener subscribes them once Redis answers
-            logger.warning("subscribing to task states failed (%s); retrying", exc)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen())
+    def follow(self, keys: Sequence[bytes]) -> None:
+        """Subscribe, soon, to the channels of these state streams' tasks."""
+        channels = {_channel_of(key) for key in keys} - self._channels
+        if channels:
+            self._channels |= channels
+            self._added |= channels
+            self._sync_soon()
 
     def release(self, key: bytes) -> None:
         """Nobody watches the task of ``key`` any more: unsubscribe, soon."""
         self._released.add(_channel_of(key))
-        if self._unsubscribing is None or self._unsubscribing.done():
-            self._unsubscribing = asyncio.create_task(self._unsubscribe())
-
-    async def _unsubscribe(self) -> None:
-        while self._released:
-            # A task watched again meanwhile stays subscribed.
-            gone = [c for c in self._released if _states_of(c) not in self._by_key]
-            self._released.clear()
-            self._channels.difference_update(gone)
-            for channel in gone:
-                self._last.pop(_states_of(channel), None)
-            if gone and self._pubsub is not None:
-                try:
-                    await self._pubsub.unsubscribe(*gone)
-                except RedisError:
-                    self._stale = True
+        self._sync_soon()
 
     async def close(self) -> None:
-        for task in (self._task, self._unsubscribing):
+        for task in (self._listener, self._syncing, self._checker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -263,28 +249,58 @@ class _Foreign:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
 
-    async def _listen(self) -> None:
-        assert self._pubsub is not None
+    # -- subscriptions --
+
+    def _sync_soon(self) -> None:
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.create_task(self._sync())
+
+    async def _sync(self) -> None:
+        """Send what follow() and release() asked for meanwhile, a command for each kind."""
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
         pubsub = self._pubsub
+        while self._added or self._released:
+            # A task watched again meanwhile stays subscribed.
+            gone = {c for c in self._released if _states_of(c) not in self._by_key}
+            self._released.clear()
+            self._channels -= gone
+            for channel in gone:
+                self._celerys.pop(_states_of(channel), None)
+                self._last.pop(_states_of(channel), None)
+            added, self._added = self._added & self._channels, set()
+            try:
+                if added:
+                    await pubsub.subscribe(*added)
+                if gone:
+                    await pubsub.unsubscribe(*gone)
+            except RedisError as exc:
+                self._stale = True  # the listener catches up once Redis answers
+                logger.warning("subscribing to task states failed (%s); retrying", exc)
+            if self._channels and (self._listener is None or self._listener.done()):
+                self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def _listen(self, pubsub: PubSub) -> None:
         failures = 0
         while True:
             if not self._channels:
-                # Decided without awaiting, so a follow from now on starts a new loop.
-                self._task = None
+                # Decided without awaiting, so a subscription from now on starts a new loop.
+                self._listener = None
                 return
             try:
                 if self._stale:
                     self._stale = False
                     await self._resubscribe(pubsub)
                 message = await pubsub.get_message(timeout=FEED_BLOCK)
-                if message is not None:
-                    await self._take(message)
                 failures = 0
             except RedisError as exc:
                 failures += 1
                 self._stale = True
                 logger.warning("following task states failed (%s); retrying", exc)
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            if message is not None:
+                self._take(message)
 
     async def _resubscribe(self, pubsub: PubSub) -> None:
         """Make the subscriptions match ``_channels`` again."""
@@ -295,25 +311,60 @@ class _Foreign:
         if extra:
             await pubsub.unsubscribe(*extra)
 
-    async def _take(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"]
+    # -- states --
+
+    def _take(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
         if kind not in ("subscribe", "message"):
             return
-        key = _states_of(channel)
-        if not self._unread(key):
+        key = _states_of(message["channel"])
+        celerys = self._celerys.get(key)
+        if celerys is False or not self._unread(key):
             return
-        stored = await SCRIPTS.run(_redis.command(self._client), "foreign", [channel, key], [])
-        if stored is None:
+        published = message["data"] if kind == "message" else None
+        if celerys and published is not None:
+            self._pass(key, published)
             return
-        payload = message["data"] if kind == "message" else stored
+        self._unchecked.append((key, published))
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check())
+
+    async def _check(self) -> None:
+        """Tell, for every task taken meanwhile, whether it is Celery's (one script call),
+        and pass on its states if so, in the order they came."""
+        failures = 0
+        while self._unchecked:
+            batch, self._unchecked = self._unchecked, []
+            keys: list[bytes] = []
+            for key, _ in batch:
+                keys += (_channel_of(key), key)
+            try:
+                found = await SCRIPTS.run(_redis.command(self._client), "foreign", keys, [])
+                failures = 0
+            except RedisError as exc:
+                self._unchecked = batch + self._unchecked
+                failures += 1
+                logger.warning("reading task states failed (%s); retrying", exc)
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            for (key, published), (has_stream, stored) in zip(batch, found, strict=True):
+                if has_stream:
+                    self._celerys[key] = False
+                elif published is not None or stored is not None:
+                    self._celerys[key] = True
+                    self._pass(key, published if published is not None else stored)
+
+    def _pass(self, key: bytes, payload: bytes) -> None:
         if self._last.get(key) == payload:
             return
         self._last[key] = payload
-        for watch in self._unread(key):
-            watch.arrived.put_nowait((key, payload))
+        for watch in self._by_key.get(key, ()):
+            if watch.positions.get(key) == UNREAD:
+                watch.arrived.put_nowait((key, payload))
 
-    def _unread(self, key: bytes) -> list[_Watch]:
-        return [w for w in self._by_key.get(key, ()) if w.positions.get(key) == UNREAD]
+    def _unread(self, key: bytes) -> bool:
+        """Whether a watch of ``key`` has read nothing from its stream yet."""
+        return any(w.positions.get(key) == UNREAD for w in self._by_key.get(key, ()))
 
 
 class RedisBackend:
@@ -372,7 +423,6 @@ class RedisBackend:
         feed = self._feed
         watch = feed.join([_states_key(task_id) for task_id in dict.fromkeys(task_ids)])
         try:
-            await feed.foreign.follow(list(watch.positions))
             while True:
                 key, payload = await watch.arrived.get()
                 if key not in watch.positions:

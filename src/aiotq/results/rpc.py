@@ -4,7 +4,8 @@ As Celery's rpc backend: each client declares one reply queue (named by a UUID) 
 time it calls a task, and puts its name in the message's ``reply_to``; the worker publishes
 every state of the task there (``correlation_id`` = task id, the default exchange). The
 client consumes its queue, sorts states by task id, and keeps them in memory for
-``get``/``watch`` until ``forget`` or ``result_expires``.
+``get``/``watch`` until ``forget`` or ``result_expires``. Metas travel in Celery's shape
+(:func:`~aiotq.message.meta_to_celery`), so Celery clients and workers share them.
 
 Only the client that sent a task sees its states, and only while it runs: nothing is
 stored in RabbitMQ. Use the Redis or SQLite backend for results read by other processes.
@@ -32,6 +33,7 @@ from .._amqp import TRANSPORT_ERRORS, AMQPConnection, Arguments, Subscription, t
 from .._waiters import Waiters, wait_any
 from ..broker.amqp import AMQPBroker
 from ..exceptions import AiotqError, ImproperlyConfigured
+from ..message import meta_from_celery, meta_to_celery
 from .base import BackendContext, Meta
 
 logger = logging.getLogger("aiotq.results.rpc")
@@ -137,7 +139,7 @@ class RPCBackend:
             logger.warning("dropped a reply for task %s: %s", props.correlation_id, exc)
             return
         task_id = str(meta.get("task_id") or props.correlation_id or "")
-        self._append(task_id, meta)
+        self._append(task_id, meta_from_celery(meta))
 
     def _append(self, task_id: str, meta: Meta) -> None:
         now = self._context.clock.time()
@@ -201,8 +203,8 @@ class RPCBackend:
         )
         channel = await conn.publisher(conn.pick())
         # Not mandatory: a caller that has gone away is no error of the task's.
-        await conn.publish(channel, self._context.encode(meta), properties, "", reply_to,
-                           mandatory=False)
+        await conn.publish(channel, self._context.encode(meta_to_celery(meta)), properties, "",
+                           reply_to, mandatory=False)
 
 
 def _nothing() -> None:
