@@ -3,8 +3,9 @@
 One robust connection per event loop (aio-pika's ``connect_robust`` owns reconnecting),
 with plain aiormq channels opened from the live transport on demand:
 
-* a pool of publisher-confirm channels, picked round robin, so concurrent publishes are
-  pipelined on several channels instead of queueing behind one;
+* a pool of publisher-confirm channels, picked round robin, each with a
+  :class:`Publisher` that writes the publishes made while it was busy as one batch (group
+  commit) and lets each caller wait for its own confirm;
 * one topology channel for declarations, each declared once per connection (cached until
   the connection is replaced);
 * :class:`Subscription`: a consuming channel that re-declares and consumes again by
@@ -19,13 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import math
+import secrets
+import struct
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
-from aiormq.abc import AbstractChannel
+from aiormq import Channel
+from aiormq.abc import AbstractChannel, ChannelFrame
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -36,6 +43,7 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
+from . import _amqp_wire as wire
 from .exceptions import EncodeError, TransportError, UnroutableError
 from .message import origin
 
@@ -67,6 +75,192 @@ def server_version(properties: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(parts)
 
 
+#: A message's properties as :func:`aiotq._amqp_wire.properties` encodes them.
+Properties = tuple[int, bytes]
+
+#: What encoding a message can raise (pamqp's and struct's errors included).
+ENCODE_ERRORS: tuple[type[BaseException], ...] = (TypeError, ValueError, OverflowError,
+                                                  struct.error)
+
+
+class _Pending:
+    """One publish: its frames, and the future its caller awaits for the broker's confirm."""
+
+    __slots__ = ("frames", "future", "message_id", "tag")
+
+    def __init__(self, frames: list[bytes], message_id: str,
+                 future: asyncio.Future[Any]) -> None:
+        self.frames = frames
+        self.message_id = message_id
+        self.future = future
+        self.tag = 0
+
+
+class Publisher:
+    """Publishes on one confirm channel, in batches (group commit).
+
+    The publishes made while the previous batch was being written (in practice those of one
+    event-loop turn: a gather of ``delay()`` calls, a group) go out as one write of all their
+    frames, under one take of the channel's lock, with consecutive delivery tags; each caller
+    then awaits its own confirm. aiormq's channel still matches the broker's acks and nacks
+    (by delivery tag) and returns (by message id) to them: this writes into its
+    ``delivery_tag``, ``confirmations``, ``message_id_delivery_tag`` and ``write_queue``
+    (aiormq 7.2, pinned in pyproject.toml; tests/integration/test_amqp.py covers each).
+
+    A closed channel fails every publish not yet confirmed with the reason; a confirm that
+    does not come within ``timeout`` fails its publish with :class:`TimeoutError`.
+    """
+
+    def __init__(self, channel: AbstractChannel, timeout: float | None) -> None:
+        self.channel = cast(Channel, channel)
+        self.number: int = channel.number
+        self._frame_max: int = self.channel.connection.connection_tune.frame_max
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._prefix = secrets.token_hex(8) + "."
+        self._ids = itertools.count(1)
+        self._methods: dict[tuple[str, str, bool], bytes] = {}
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._inflight: deque[tuple[float, list[_Pending]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._lost = False
+        channel.closing.add_done_callback(self._on_closed)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._lost or self.channel.is_closed
+
+    def submit(self, exchange: str, routing_key: str, mandatory: bool, properties: Properties,
+               body: bytes) -> _Pending:
+        """Encode a publish into the next batch; raises what encoding raises."""
+        if self.is_closed:
+            raise ChannelInvalidStateError(f"{self.channel!r} closed")
+        key = (exchange, routing_key, mandatory)
+        method = self._methods.get(key)
+        if method is None:
+            method = wire.publish_method(self.number, exchange, routing_key, mandatory)
+            if len(self._methods) >= 1024:
+                self._methods.clear()
+            self._methods[key] = method
+        message_id = f"{self._prefix}{next(self._ids)}"
+        frames = wire.content(self.number, *properties, message_id, body, self._frame_max)
+        frames.insert(0, method)
+        pending = _Pending(frames, message_id, self._loop.create_future())
+        self._queue.append(pending)
+        if self._flusher is None:
+            self._flusher = self._loop.create_task(self._flush())
+        return pending
+
+    def forget(self, pending: _Pending) -> None:
+        """Its caller stopped waiting: aiormq must not settle a cancelled future."""
+        if pending.tag and self.channel.confirmations.get(pending.tag) is pending.future:
+            del self.channel.confirmations[pending.tag]
+
+    async def _flush(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._write([p for p in batch if not p.future.done()])
+                batch = []
+        finally:
+            self._flusher = None
+            if batch or self._queue:  # cancelled (the loop is closing)
+                lost, self._queue = batch + self._queue, []
+                self._fail(lost, ChannelInvalidStateError("publishing was cancelled"))
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        channel = self.channel
+        try:
+            async with channel.lock:
+                confirmations = channel.confirmations
+                ids = channel.message_id_delivery_tag
+                first = tag = channel.delivery_tag
+                for pending in batch:
+                    tag += 1
+                    pending.tag = tag
+                    confirmations[tag] = pending.future
+                    ids[pending.message_id] = tag
+                channel.delivery_tag = tag
+                payload = b"".join([frame for pending in batch for frame in pending.frames])
+                try:
+                    await channel.write_queue.put(ChannelFrame(payload, should_close=False))
+                except BaseException:
+                    # Never written: the broker will not count these tags, so nor do we.
+                    channel.delivery_tag = first
+                    for pending in batch:
+                        confirmations.pop(pending.tag, None)
+                        ids.pop(pending.message_id, None)
+                        pending.tag = 0
+                    raise
+        except TRANSPORT_ERRORS as exc:
+            self._fail(batch, exc)
+            return
+        if self._lost:  # closed while the batch waited for room in the write queue
+            self._fail(batch, None)
+            return
+        deadline = math.inf if self._timeout is None else self._loop.time() + self._timeout
+        self._inflight.append((deadline, batch))
+        self._prune()
+        if self._timer is None and self._timeout is not None:
+            self._timer = self._loop.call_at(self._inflight[0][0], self._expire)
+
+    def _prune(self) -> None:
+        """Drop confirmed batches (and aiormq's message ids of them) from the head."""
+        inflight = self._inflight
+        ids = self.channel.message_id_delivery_tag
+        while inflight:
+            batch = inflight[0][1]
+            for pending in batch:
+                if not pending.future.done():
+                    return
+            inflight.popleft()
+            for pending in batch:
+                ids.pop(pending.message_id, None)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._prune()
+        now = self._loop.time()
+        inflight = self._inflight
+        channel = self.channel
+        while inflight and inflight[0][0] <= now:
+            _, batch = inflight.popleft()
+            for pending in batch:
+                channel.message_id_delivery_tag.pop(pending.message_id, None)
+                if not pending.future.done():
+                    self.forget(pending)
+                    pending.future.set_exception(
+                        TimeoutError(f"no confirm from RabbitMQ within {self._timeout} s"))
+        if inflight:
+            self._timer = self._loop.call_at(inflight[0][0], self._expire)
+
+    def _on_closed(self, closing: asyncio.Future[Any]) -> None:
+        self._lost = True
+        reason = None if closing.cancelled() else closing.exception()
+        waiting = self._queue + [p for _, batch in self._inflight for p in batch]
+        self._queue = []
+        self._inflight.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fail(waiting, reason)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], reason: BaseException | None) -> None:
+        for pending in batch:
+            if pending.future.done():
+                continue
+            error = ChannelInvalidStateError(
+                f"the channel closed before RabbitMQ confirmed the publish: {reason!r}")
+            if isinstance(reason, Exception):
+                error.__cause__ = reason
+            pending.future.set_exception(error)
+
+
 class AMQPConnection:
     """A robust connection with a confirmed publishing pool and cached declarations."""
 
@@ -79,7 +273,7 @@ class AMQPConnection:
         self._robust: AbstractRobustConnection | None = None
         self.closed = False
         self._connecting: asyncio.Lock | None = None
-        self._pool: list[AbstractChannel | None] = [None] * self._pool_size
+        self._pool: list[Publisher | None] = [None] * self._pool_size
         self._opening: list[asyncio.Lock] = [asyncio.Lock() for _ in range(self._pool_size)]
         self._next = 0
         self._topology: AbstractChannel | None = None
@@ -161,29 +355,39 @@ class AMQPConnection:
         self._next = (slot + 1) % self._pool_size
         return slot
 
-    async def publisher(self, slot: int) -> AbstractChannel:
-        channel = self._pool[slot]
-        if channel is not None and not channel.is_closed:
-            return channel
+    async def publisher(self, slot: int) -> Publisher:
+        publisher = self._pool[slot]
+        if publisher is not None and not publisher.is_closed:
+            return publisher
         async with self._opening[slot]:
-            channel = self._pool[slot]
-            if channel is None or channel.is_closed:
-                channel = self._pool[slot] = await self.channel(confirms=True)
-            return channel
+            publisher = self._pool[slot]
+            if publisher is None or publisher.is_closed:
+                channel = await self.channel(confirms=True)
+                publisher = self._pool[slot] = Publisher(channel, self._publish_timeout)
+            return publisher
 
     async def publish(
-        self, channel: AbstractChannel, body: bytes, properties: Basic.Properties,
+        self, publisher: Publisher, body: bytes, properties: Properties | Basic.Properties,
         exchange: str, routing_key: str, *, mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm."""
+        """Publish and wait for the broker's confirm.
+
+        ``properties`` are best encoded with :func:`aiotq._amqp_wire.properties`; a pamqp
+        ``Basic.Properties`` is accepted too (without a message id or the properties after
+        it: the publisher appends its own message id)."""
         try:
-            # wait=False: don't hold the channel's lock until the socket write drained;
-            # the broker's confirm (awaited all the same) is what makes the publish safe, and
-            # concurrent publishes on the channel pipeline instead of queueing one by one.
-            await channel.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties,
-                mandatory=mandatory, timeout=self._publish_timeout, wait=False,
-            )
+            if isinstance(properties, Basic.Properties):
+                properties = _split(properties)
+            pending = publisher.submit(exchange, routing_key, mandatory, properties, body)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc
+        except ENCODE_ERRORS as exc:
+            raise EncodeError(f"cannot encode the message's AMQP properties: {exc}") from exc
+        try:
+            await pending.future
+        except asyncio.CancelledError:
+            publisher.forget(pending)
+            raise
         except PublishError as exc:
             raise UnroutableError(
                 f"RabbitMQ returned the message: no queue is bound to exchange {exchange!r} "
@@ -193,8 +397,6 @@ class AMQPConnection:
             raise TransportError(f"RabbitMQ refused the message (nack): {exc!r}") from exc
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:
-            raise EncodeError(f"cannot encode the message's AMQP properties: {exc}") from exc
 
     # -- topology --
 
@@ -328,6 +530,15 @@ class Subscription:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await channel.close()
+
+
+def _split(properties: Basic.Properties) -> Properties:
+    if properties.message_id or properties.timestamp or properties.message_type \
+            or properties.user_id or properties.app_id:
+        raise ValueError("set no message_id, timestamp, type, user_id or app_id: the "
+                         "publisher appends the message id")
+    marshalled = properties.marshal()
+    return int.from_bytes(marshalled[:2], "big"), marshalled[2:]
 
 
 def _safe(url: str) -> str:

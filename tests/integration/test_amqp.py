@@ -21,6 +21,7 @@ import pytest
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
 
+from aiotq import _amqp_wire as wire
 from aiotq.broker.amqp import MAX_DELAY_LEVEL, AMQPBroker, delay_queue
 from aiotq.broker.base import BrokerContext, Consumer, Delivery, Outgoing, Route
 from aiotq.clock import SystemClock
@@ -125,13 +126,16 @@ async def take(consumer: Consumer, count: int, timeout: float = 10.0) -> list[De
 
 class Proxy:
     """A TCP proxy to RabbitMQ that the test can cut (every connection dropped, nothing
-    listening) and restore on the same port."""
+    listening) and restore on the same port, or make hold what RabbitMQ sends (confirms
+    that never come)."""
 
     def __init__(self) -> None:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self.replies = asyncio.Event()
+        self.replies.set()
 
     @property
     def url(self) -> str:
@@ -146,14 +150,18 @@ class Proxy:
                       ) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 5672)
         self._writers |= {writer, upstream_writer}
-        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
-            pipe = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, gate in ((reader, upstream_writer, None),
+                                   (upstream_reader, writer, self.replies)):
+            pipe = asyncio.create_task(self._pipe(source, sink, gate))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                    gate: asyncio.Event | None) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await source.read(65536):
+                if gate is not None:
+                    await gate.wait()
                 sink.write(data)
                 await sink.drain()
         sink.close()
@@ -377,6 +385,110 @@ async def test_unroutable_message_is_an_error(make_broker: MakeBroker, admin: Ad
     with pytest.raises(UnroutableError, match="no queue is bound") as caught:
         await connection.publish(channel, b"x", Basic.Properties(), exchange, "key")
     assert isinstance(caught.value, ImproperlyConfigured)
+
+
+# -- batched publishing (aiormq internals, pinned in pyproject.toml) --------------------
+
+
+PLAIN = wire.properties(content_type=None, content_encoding=None, headers={"id": "x"},
+                        delivery_mode=2, priority=None, correlation_id=None, reply_to=None)
+
+
+async def test_one_unroutable_publish_of_a_batch_fails_alone(make_broker: MakeBroker,
+                                                             admin: Admin,
+                                                             queue_name: str) -> None:
+    exchange = queue_name + ".nowhere"
+    admin.exchanges.append(exchange)
+    broker = await make_broker()
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    await connection.declare_exchange(exchange, "direct")
+    publisher = await connection.publisher(0)
+    targets = [("", queue_name), (exchange, "key"), ("", queue_name), (exchange, "other")]
+    results = await asyncio.gather(
+        *(connection.publish(publisher, b"x", PLAIN, ex, key) for ex, key in targets * 25),
+        return_exceptions=True)
+    for (ex, key), result in zip(targets * 25, results, strict=True):
+        if ex:
+            assert isinstance(result, UnroutableError) and repr(key) in str(result)
+        else:
+            assert result is None
+    assert await admin.count(queue_name) == 50
+    # Every confirm and return was matched, and nothing is left behind in aiormq's maps.
+    assert publisher.channel.confirmations == {}
+    await connection.publish(publisher, b"x", PLAIN, "", queue_name)  # prunes the last batch
+    assert set(publisher.channel.message_id_delivery_tag) <= {
+        p.message_id for _, batch in publisher._inflight for p in batch}
+
+
+async def test_nacked_publishes_are_transport_errors(make_broker: MakeBroker, admin: Admin,
+                                                     queue_name: str) -> None:
+    broker = await make_broker()
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name, {"x-max-length": 2,
+                                                "x-overflow": "reject-publish"})
+    publisher = await connection.publisher(0)
+    results = await asyncio.gather(
+        *(connection.publish(publisher, b"x", PLAIN, "", queue_name) for _ in range(5)),
+        return_exceptions=True)
+    assert results[:2] == [None, None]
+    for result in results[2:]:
+        assert isinstance(result, TransportError) and "nack" in str(result)
+    await connection.publish(publisher, b"x", PLAIN, "", queue_name + "-b", mandatory=False)
+
+
+async def test_publishes_in_flight_fail_when_the_connection_drops(
+        make_broker: MakeBroker, proxy: Proxy, queue_name: str) -> None:
+    broker = await make_broker(proxy.url)
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    publisher = await connection.publisher(0)
+    proxy.replies.clear()  # written, never confirmed
+    pending = [asyncio.ensure_future(connection.publish(publisher, b"x", PLAIN, "", queue_name))
+               for _ in range(50)]
+    await asyncio.sleep(0.2)
+    assert not any(task.done() for task in pending)
+    await proxy.cut()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(result, TransportError) for result in results), results
+    assert publisher.is_closed
+
+
+async def test_a_confirm_that_does_not_come_is_a_timeout(make_broker: MakeBroker,
+                                                         proxy: Proxy, queue_name: str) -> None:
+    broker = await make_broker(proxy.url, broker_transport_options={"publish_timeout": 0.3})
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    publisher = await connection.publisher(0)
+    proxy.replies.clear()
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(connection.publish(publisher, b"x", PLAIN, "", queue_name) for _ in range(3)),
+        return_exceptions=True)
+    assert 0.3 <= time.monotonic() - started < 2
+    for result in results:
+        assert isinstance(result, TransportError)
+        assert isinstance(result.__cause__, TimeoutError)
+    assert publisher.channel.confirmations == {}  # the late confirms are ignored quietly
+    proxy.replies.set()
+
+
+async def test_a_cancelled_publish_leaves_the_batch_alone(make_broker: MakeBroker,
+                                                          admin: Admin, queue_name: str) -> None:
+    broker = await make_broker()
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    publisher = await connection.publisher(0)
+    tasks = [asyncio.ensure_future(connection.publish(publisher, b"x", PLAIN, "", queue_name))
+             for _ in range(6)]
+    tasks[1].cancel()  # before the batch is written: never sent
+    while not publisher._inflight:
+        await asyncio.sleep(0)
+    tasks[4].cancel()  # written: sent, its confirm ignored
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [isinstance(r, asyncio.CancelledError) for r in results] == [
+        False, True, False, False, True, False]
+    assert await admin.count(queue_name) == 5
 
 
 async def test_deleted_queue_is_declared_again(make_broker: MakeBroker, admin: Admin,

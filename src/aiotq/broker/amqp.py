@@ -34,14 +34,18 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
+from .. import _amqp_wire as wire
 from .._amqp import (
+    ENCODE_ERRORS,
     TRANSPORT_ERRORS,
     AMQPConnection,
     Arguments,
+    Properties,
+    Publisher,
     Subscription,
     transport_error,
 )
-from ..exceptions import AiotqError, ImproperlyConfigured, UnroutableError
+from ..exceptions import AiotqError, EncodeError, ImproperlyConfigured, UnroutableError
 from ..message import Message
 from .base import BrokerContext, DeadLetter, Delivery, Outgoing, Producer, Route
 
@@ -407,15 +411,15 @@ class AMQPBroker:
     async def _publish(self, slot: int, message: Message, route: Route,
                        eta: dt.datetime | None) -> None:
         exchange, key = await self._destination(route, eta)
-        channel = await self._conn.publisher(slot)
-        await self._publish_on(channel, message, route, eta, exchange, key)
+        publisher = await self._conn.publisher(slot)
+        await self._publish_on(publisher, message, route, eta, exchange, key)
 
     async def _publish_many(self, slot: int, items: Sequence[Outgoing]) -> None:
         # Declarations first, then every publish pipelined on one channel, in order.
         targets = [await self._destination(item.route, item.eta) for item in items]
-        channel = await self._conn.publisher(slot)
+        publisher = await self._conn.publisher(slot)
         results = await asyncio.gather(
-            *(self._publish_on(channel, item.message, item.route, item.eta, *target)
+            *(self._publish_on(publisher, item.message, item.route, item.eta, *target)
               for item, target in zip(items, targets, strict=True)),
             return_exceptions=True,
         )
@@ -423,16 +427,16 @@ class AMQPBroker:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _publish_on(self, channel: AbstractChannel, message: Message, route: Route,
+    async def _publish_on(self, publisher: Publisher, message: Message, route: Route,
                           eta: dt.datetime | None, exchange: str, key: str) -> None:
         properties = self._properties(message)
         try:
-            await self._conn.publish(channel, message.body, properties, exchange, key)
+            await self._conn.publish(publisher, message.body, properties, exchange, key)
         except UnroutableError:
             # A queue or binding was deleted behind our cached declarations: declare again.
             self._conn.forget()
             exchange, key = await self._destination(route, eta)
-            await self._conn.publish(channel, message.body, properties, exchange, key)
+            await self._conn.publish(publisher, message.body, properties, exchange, key)
 
     async def _send(self, message: Message, exchange: str, key: str, deliveries: int = 0,
                     extra: Arguments | None = None) -> None:
@@ -440,26 +444,24 @@ class AMQPBroker:
         headers = dict(extra or {})
         if deliveries:
             headers[DELIVERIES] = deliveries
-        channel = await self._conn.publisher(self._conn.pick())
-        await self._conn.publish(channel, message.body, self._properties(message, headers),
+        publisher = await self._conn.publisher(self._conn.pick())
+        await self._conn.publish(publisher, message.body, self._properties(message, headers),
                                  exchange, key)
 
-    def _properties(self, message: Message, extra: Arguments | None = None) -> Basic.Properties:
+    def _properties(self, message: Message, extra: Arguments | None = None) -> Properties:
         headers = message.headers
         priority = wire_priority(message.priority, self._max_priority)
         if priority != message.priority:
             headers = {**headers, PRIORITY: message.priority}
         if extra:
             headers = {**headers, **extra}
-        return Basic.Properties(
-            content_type=message.content_type or None,
-            content_encoding=message.content_encoding or None,
-            headers=headers,
-            delivery_mode=message.delivery_mode,
-            priority=priority,
-            correlation_id=message.correlation_id or None,
-            reply_to=message.reply_to or None,
-        )
+        try:
+            return wire.properties(
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                headers=headers, delivery_mode=message.delivery_mode, priority=priority,
+                correlation_id=message.correlation_id, reply_to=message.reply_to)
+        except ENCODE_ERRORS as exc:
+            raise EncodeError(f"cannot encode the message's AMQP properties: {exc}") from exc
 
     # -- topology --
 
