@@ -41,7 +41,9 @@ from aiormq.exceptions import (
     DeliveryError,
     PublishError,
 )
+from pamqp.body import ContentBody
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from . import _amqp_wire as wire
 from .exceptions import EncodeError, TransportError, UnroutableError
@@ -259,6 +261,188 @@ class Publisher:
             if isinstance(reason, Exception):
                 error.__cause__ = reason
             pending.future.set_exception(error)
+
+
+class Acker:
+    """Acks the deliveries of one consuming channel, batched.
+
+    Acks go out together, as one write: at once when they settle every delivery the
+    channel has made (an idle consumer, a round trip someone waits for), else after at most
+    ``delay`` seconds or ``batch`` acks, so a busy worker pays one socket write per batch
+    instead of one per message. The write is a single ``basic.ack`` with ``multiple`` for
+    the tags that close the gap above every tag acked so far (delivery tags of a channel
+    are consecutive from 1, so "every lower tag is acked" is known without tracking
+    deliveries), and single acks for the rest. A tag is acked at most once: RabbitMQ
+    closes the channel on an unknown tag. Acking on a closed channel does nothing (RabbitMQ
+    has requeued its deliveries).
+    """
+
+    def __init__(self, channel: AbstractChannel, *, delay: float = 0.002,
+                 batch: int = 64) -> None:
+        self.channel = cast(Channel, channel)
+        self._number: int = channel.number
+        self._loop = asyncio.get_running_loop()
+        self._delay = delay
+        self._batch = batch
+        #: Every tag up to the floor is acked; ``_above`` holds the acked ones above it.
+        self._floor = 0
+        self._above: set[int] = set()
+        #: The highest delivery tag seen.
+        self._seen = 0
+        self._pending: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._soon = False
+        self._writer: asyncio.Task[None] | None = None
+
+    def delivered(self, tag: int) -> None:
+        if tag > self._seen:
+            self._seen = tag
+
+    def ack(self, tag: int) -> None:
+        pending = self._pending
+        pending.append(tag)
+        if self._soon or self._writer is not None:
+            return
+        if len(pending) >= self._batch or \
+                self._seen - self._floor - len(self._above) <= len(pending):
+            self._soon = True
+            self._loop.call_soon(self._flush)
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self._delay, self._flush)
+
+    def frames(self, tags: list[int]) -> bytes:
+        """The ack frames for ``tags`` (each acked once), advancing the floor."""
+        floor = self._floor
+        above = self._above
+        new = {tag for tag in tags if tag > floor and tag not in above}
+        covered = 0
+        while True:
+            tag = floor + 1
+            if tag in new:
+                covered = tag
+            elif tag in above:
+                above.discard(tag)
+            else:
+                break
+            floor = tag
+        self._floor = floor
+        number = self._number
+        out = [wire.ack(number, covered, True)] if covered else []
+        for tag in sorted(tag for tag in new if tag > floor):
+            out.append(wire.ack(number, tag, False))
+            above.add(tag)
+        return b"".join(out)
+
+    async def flush(self) -> None:
+        """Write the pending acks now, and wait until they are in the write queue."""
+        self._flush()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def _flush(self) -> None:
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writer is not None:
+            return  # it writes what is pending after its own write
+        if not self._pending or self.channel.is_closed:
+            self._pending.clear()
+            return
+        payload = self.frames(self._pending)
+        self._pending = []
+        if not payload:
+            return
+        try:
+            self.channel.write_queue.put_nowait(ChannelFrame(payload, should_close=False))
+        except asyncio.QueueFull:
+            self._writer = self._loop.create_task(self._write(payload))
+
+    async def _write(self, payload: bytes) -> None:
+        # The connection's write queue is full: wait for room, keeping the acks in order.
+        try:
+            while payload:
+                with contextlib.suppress(*TRANSPORT_ERRORS):
+                    await self.channel.write_queue.put(ChannelFrame(payload, should_close=False))
+                payload = b""
+                if self._pending and not self.channel.is_closed:
+                    payload = self.frames(self._pending)
+                self._pending = []
+        finally:
+            self._writer = None
+
+
+#: What a consumer gets for each delivery: the method frame, its properties, its body.
+DeliveryHandler = Callable[[Basic.Deliver, Basic.Properties, bytes], None]
+
+
+class _DeliveryTap(asyncio.Queue[tuple[int, Any]]):
+    """Stands in for an aiormq channel's inbound frame queue (``channel.frames``): the
+    frames of each delivery (Basic.Deliver, its content header, its body frames, which
+    AMQP sends in a row on a channel) go to ``handler`` as the connection reads them,
+    instead of through the channel's reader task, a DeliveredMessage and a task per
+    message; every other frame goes on to the channel's own queue and reader."""
+
+    def __init__(self, frames: asyncio.Queue[tuple[int, Any]],
+                 handler: DeliveryHandler) -> None:
+        super().__init__()
+        self._frames = frames
+        self._handler = handler
+        self._deliver: Basic.Deliver | None = None
+        self._header: ContentHeader | None = None
+        self._body: list[bytes] = []
+        self._received = 0
+
+    async def put(self, item: tuple[int, Any]) -> None:
+        frame = item[1]
+        if self._deliver is None:
+            if type(frame) is Basic.Deliver:
+                self._deliver = frame
+                return
+            await self._frames.put(item)
+            return
+        if self._header is None:
+            if type(frame) is not ContentHeader:
+                raise ValueError(f"unexpected frame {frame!r} instead of a content header")
+            self._header = frame
+            if not frame.body_size:
+                self._complete(b"")
+            return
+        if type(frame) is not ContentBody:
+            raise ValueError(f"unexpected frame {frame!r} instead of a content body")
+        self._body.append(frame.value)
+        self._received += len(frame.value)
+        if self._received >= self._header.body_size:
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._body = []
+            self._received = 0
+            self._complete(body)
+
+    def _complete(self, body: bytes) -> None:
+        deliver, header = self._deliver, self._header
+        self._deliver = self._header = None
+        assert deliver is not None and header is not None
+        try:
+            self._handler(deliver, header.properties, body)
+        except Exception:  # the connection's reader must go on
+            logger.exception("handling delivery %s failed", deliver.delivery_tag)
+
+    async def get(self) -> tuple[int, Any]:
+        return await self._frames.get()
+
+    def task_done(self) -> None:
+        self._frames.task_done()
+
+
+def tap_deliveries(channel: AbstractChannel, handler: DeliveryHandler) -> bool:
+    """Hand the channel's deliveries to ``handler`` synchronously, as they are read (see
+    :class:`_DeliveryTap`; aiormq 7.2 internals). Consumers keep a basic_consume callback
+    calling the same handler, which serves when the tap is not in place."""
+    frames = getattr(channel, "frames", None)
+    if type(frames) is not asyncio.Queue:
+        return False
+    cast(Any, channel).frames = _DeliveryTap(frames, handler)
+    return True
 
 
 class AMQPConnection:

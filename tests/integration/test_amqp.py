@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,8 @@ from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
 
 from aiotq import _amqp_wire as wire
+from aiotq._amqp import _DeliveryTap
+from aiotq.broker import amqp as amqp_broker
 from aiotq.broker.amqp import MAX_DELAY_LEVEL, AMQPBroker, delay_queue
 from aiotq.broker.base import BrokerContext, Consumer, Delivery, Outgoing, Route
 from aiotq.clock import SystemClock
@@ -489,6 +492,80 @@ async def test_a_cancelled_publish_leaves_the_batch_alone(make_broker: MakeBroke
     assert [isinstance(r, asyncio.CancelledError) for r in results] == [
         False, True, False, False, True, False]
     assert await admin.count(queue_name) == 5
+
+
+# -- batched acks and the delivery tap -------------------------------------------------
+
+
+@pytest.mark.parametrize("tapped", [True, False])
+async def test_acks_in_any_order_settle_every_delivery_once(
+        make_broker: MakeBroker, admin: Admin, queue_name: str, tapped: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not tapped:  # what an aiormq that changed its internals would give: the slow path
+        monkeypatch.setattr(amqp_broker, "tap_deliveries", lambda channel, handler: False)
+    broker = await make_broker()
+    await broker.publish_many([Outgoing(message(n), Route(queue_name)) for n in range(300)])
+    consumer = await broker.consumer([queue_name], prefetch=50)
+    try:
+        channel = consumer._subscription.channel
+        assert isinstance(getattr(channel, "frames", None), _DeliveryTap) is tapped
+        got = await take(consumer, 300, timeout=30)
+        assert sorted(d.message.headers["id"] for d in got) == sorted(
+            f"id-{n}" for n in range(300))
+        assert all(d.delivery_count == 1 for d in got)
+        held = got[7]
+        rest = [d for d in got if d is not held]
+        random.Random(3).shuffle(rest)
+        for start in range(0, len(rest), 37):
+            for delivery in rest[start:start + 37]:
+                await delivery.ack()
+                await delivery.ack()  # twice: still acked once
+            await asyncio.sleep(0.01)
+        await held.release()
+        [back] = await take(consumer, 1)
+        assert back.message.headers["id"] == held.message.headers["id"]
+        assert back.delivery_count == 1
+        await back.ack()
+        await asyncio.sleep(0.1)
+        assert not channel.is_closed  # no unknown delivery tag
+    finally:
+        await consumer.close()
+    assert await admin.count(queue_name) == 0  # nothing came back unacked
+
+
+async def test_a_body_larger_than_a_frame_travels_whole(make_broker: MakeBroker,
+                                                        queue_name: str) -> None:
+    broker = await make_broker()
+    big = Message(headers={"task": "tests.noop", "id": "big"}, body=bytes(range(256)) * 1500,
+                  content_type="application/octet-stream")  # 384 KB: three body frames
+    await broker.publish_many([Outgoing(m, Route(queue_name))
+                               for m in (message(1), big, message(2))])
+    consumer = await broker.consumer([queue_name], prefetch=10)
+    try:
+        got = await take(consumer, 3)
+        assert [d.message.body for d in got] == [message(1).body, big.body, message(2).body]
+        for delivery in got:
+            await delivery.ack()
+    finally:
+        await consumer.close()
+
+
+async def test_acks_still_waiting_are_written_before_the_consumer_closes(
+        make_broker: MakeBroker, admin: Admin, queue_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = await make_broker()
+    await broker.publish_many([Outgoing(message(n), Route(queue_name)) for n in range(20)])
+    consumer = await broker.consumer([queue_name], prefetch=20)
+    got = await take(consumer, 20)
+    for delivery in got[1:]:
+        await delivery.ack()  # got[0] is not settled, so these wait for the batch
+
+    async def cannot_release(self: amqp_broker.AMQPDelivery) -> None:
+        raise TransportError("RabbitMQ is gone for a moment")
+
+    monkeypatch.setattr(amqp_broker.AMQPDelivery, "release", cannot_release)
+    await consumer.close()  # got[0] stays unsettled: the acks must not wait for it
+    assert await admin.count(queue_name) == 1  # got[0], requeued with the channel
 
 
 async def test_deleted_queue_is_declared_again(make_broker: MakeBroker, admin: Admin,

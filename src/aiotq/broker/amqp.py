@@ -27,6 +27,7 @@ import heapq
 import itertools
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, cast
 
@@ -38,11 +39,13 @@ from .. import _amqp_wire as wire
 from .._amqp import (
     ENCODE_ERRORS,
     TRANSPORT_ERRORS,
+    Acker,
     AMQPConnection,
     Arguments,
     Properties,
     Publisher,
     Subscription,
+    tap_deliveries,
     transport_error,
 )
 from ..exceptions import AiotqError, EncodeError, ImproperlyConfigured, UnroutableError
@@ -102,17 +105,16 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def to_message(raw: DeliveredMessage) -> tuple[Message, int, bool]:
+def to_message(props: Basic.Properties, body: bytes) -> tuple[Message, int, bool]:
     """The message of a delivery, how many earlier deliveries ended unsettled, and whether
     RabbitMQ counted them itself (a quorum queue). Never raises."""
-    props = raw.header.properties
     headers = dict(props.headers) if props.headers else {}
     native = headers.pop(QUORUM_COUNT, None)
     earlier = _count(headers.pop(DELIVERIES, 0)) + _count(native)
     original = headers.pop(PRIORITY, None)
     message = Message(
         headers=headers,
-        body=raw.body,
+        body=body,
         content_type=props.content_type or "",
         content_encoding=props.content_encoding or "utf-8",
         correlation_id=props.correlation_id or "",
@@ -131,25 +133,30 @@ class AMQPDelivery:
     """A message delivered on a consumer's channel. Settling it after that channel is gone
     does nothing: RabbitMQ has put the message back in its queue already."""
 
-    __slots__ = ("_channel", "_consumer", "_tag", "delivery_count", "message", "queue")
+    __slots__ = ("_acker", "_consumer", "_settled", "_tag", "delivery_count", "message",
+                 "queue")
 
-    def __init__(self, consumer: AMQPConsumer, channel: AbstractChannel, tag: int,
-                 queue: str, message: Message, delivery_count: int) -> None:
+    def __init__(self, consumer: AMQPConsumer, acker: Acker, tag: int, queue: str,
+                 message: Message, delivery_count: int) -> None:
         self._consumer = consumer
-        self._channel = channel
+        self._acker = acker
         self._tag = tag
+        self._settled = False
         self.queue = queue
         self.message = message
         self.delivery_count = delivery_count
 
     def _live(self) -> bool:
-        return self in self._consumer._outstanding and not self._channel.is_closed
+        return not self._settled and not self._acker.channel.is_closed
 
     async def ack(self) -> None:
+        """Acked with the other acks of this event-loop turn (see :class:`Acker`)."""
+        if self._settled:
+            return
+        self._settled = True
         self._consumer._outstanding.discard(self)
-        if not self._channel.is_closed:
-            with contextlib.suppress(*TRANSPORT_ERRORS):
-                await self._channel.basic_ack(self._tag, wait=False)
+        if not self._acker.channel.is_closed:
+            self._acker.ack(self._tag)
 
     async def release(self) -> None:
         # Republished rather than requeued: a requeue sets ``redelivered``, which counts as
@@ -184,8 +191,9 @@ class AMQPConsumer:
     """Deliveries from one channel consuming ``queues``.
 
     RabbitMQ pushes into a buffer ordered by priority; ``fetch`` takes from it. The
-    channel's prefetch is kept at the deliveries handed out and not yet settled plus the
-    ``limit`` asked for, so held ETA messages never use up what due ones need.
+    channel's prefetch is kept at the deliveries handed out and not yet settled plus twice
+    the ``limit`` asked for: held ETA messages never use up what due ones need, and the
+    next fetch finds a batch waiting instead of a pipe RabbitMQ only refills as acks arrive.
     """
 
     def __init__(self, broker: AMQPBroker, queues: Sequence[str], prefetch: int,
@@ -199,6 +207,9 @@ class AMQPConsumer:
         self._arrived = asyncio.Event()
         self._outstanding: set[AMQPDelivery] = set()
         self._tags: dict[str, str] = {}
+        #: Every consumer tag of the current channel, also those cancelled since.
+        self._queue_of: dict[str, str] = {}
+        self._acker: Acker | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
         self._subscription = Subscription(broker._conn, self._setup, self._on_lost)
@@ -208,6 +219,9 @@ class AMQPConsumer:
 
     async def _setup(self, channel: AbstractChannel) -> None:
         self._tags = {}
+        self._queue_of = {}
+        self._acker = Acker(channel)
+        tap_deliveries(channel, self._on_delivery)
         try:
             await channel.basic_qos(prefetch_count=self._prefetch, global_=self._global_qos)
             channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
@@ -218,9 +232,12 @@ class AMQPConsumer:
             raise transport_error(f"consuming {self._queues}", exc) from exc
 
     async def _consume(self, channel: AbstractChannel, queue: str) -> None:
-        ok = await channel.basic_consume(queue, functools.partial(self._on_message, queue),
-                                         arguments=self._broker._consumer_arguments)
-        self._tags[cast(str, ok.consumer_tag)] = queue
+        # Our own tag, known before the first delivery (which may come before consume-ok).
+        tag = f"aiotq.{secrets.token_hex(8)}"
+        self._queue_of[tag] = queue
+        await channel.basic_consume(queue, self._on_message, consumer_tag=tag,
+                                    arguments=self._broker._consumer_arguments)
+        self._tags[tag] = queue
 
     def _on_lost(self) -> None:
         self._ready.clear()
@@ -235,34 +252,45 @@ class AMQPConsumer:
         self._broker._conn.forget()
         self._spawn(channel.close())
 
-    async def _on_message(self, queue: str, raw: DeliveredMessage) -> None:
-        frame = cast(Basic.Deliver, raw.delivery)
-        message, earlier, counted = to_message(raw)
-        priority = raw.header.properties.priority or 0
+    async def _on_message(self, raw: DeliveredMessage) -> None:
+        """aiormq's callback, for deliveries the tap did not take (see tap_deliveries)."""
+        acker = self._acker
+        if acker is not None and raw.channel is acker.channel:
+            self._on_delivery(cast(Basic.Deliver, raw.delivery), raw.header.properties,
+                              raw.body)
+
+    def _on_delivery(self, frame: Basic.Deliver, props: Basic.Properties, body: bytes) -> None:
+        acker = self._acker
         tag = cast(int, frame.delivery_tag)
+        queue = self._queue_of.get(cast(str, frame.consumer_tag))
+        if acker is None or queue is None:
+            return  # not ours (any more): RabbitMQ requeues it with the channel
+        acker.delivered(tag)
+        message, earlier, counted = to_message(props, body)
+        priority = props.priority or 0
         if frame.redelivered and not counted:
-            self._spawn(self._recount(raw.channel, tag, queue, message, earlier, priority))
+            self._spawn(self._recount(acker, tag, queue, message, earlier, priority))
             return
-        self._push(AMQPDelivery(self, raw.channel, tag, queue, message, earlier + 1), priority)
+        self._push(AMQPDelivery(self, acker, tag, queue, message, earlier + 1), priority)
 
     def _push(self, delivery: AMQPDelivery, priority: int) -> None:
         heapq.heappush(self._ready, (-priority, next(self._seq), delivery))
         self._arrived.set()
 
-    async def _recount(self, channel: AbstractChannel, tag: int, queue: str, message: Message,
+    async def _recount(self, acker: Acker, tag: int, queue: str, message: Message,
                        earlier: int, priority: int) -> None:
         """Republish a redelivered message with its count + 1, then ack the original."""
-        if channel.is_closed:
+        if acker.channel.is_closed:
             return
         try:
             await self._broker._send(message, "", queue, earlier + 1)
         except AiotqError as exc:
             logger.warning("cannot count the redelivery of message %s (%s); delivering it "
                            "as it is", message.task_id or "?", exc)
-            self._push(AMQPDelivery(self, channel, tag, queue, message, earlier + 2), priority)
+            self._push(AMQPDelivery(self, acker, tag, queue, message, earlier + 2), priority)
             return
-        with contextlib.suppress(*TRANSPORT_ERRORS):
-            await channel.basic_ack(tag, wait=False)
+        if not acker.channel.is_closed:
+            acker.ack(tag)
 
     async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         if limit <= 0 or self._closed:
@@ -278,13 +306,13 @@ class AMQPConsumer:
         ready = self._ready
         while ready and len(out) < limit:
             delivery = heapq.heappop(ready)[2]
-            if not delivery._channel.is_closed:
+            if not delivery._acker.channel.is_closed:
                 self._outstanding.add(delivery)
                 out.append(delivery)
         return out
 
     async def _fit_prefetch(self, limit: int) -> None:
-        want = _clamp_prefetch(len(self._outstanding) + limit)
+        want = _clamp_prefetch(len(self._outstanding) + 2 * limit)
         current = self._prefetch
         # Shrinking lags (only below half) so a worker's steady state costs no round trips.
         if want == current or want < current <= 2 * want:
@@ -328,6 +356,8 @@ class AMQPConsumer:
             self._ready.clear()
             await asyncio.gather(*(d.release() for d in list(self._outstanding)),
                                  return_exceptions=True)
+        if self._acker is not None:
+            await self._acker.flush()  # before the channel closes, or they are requeued
         await self._subscription.close()
         for task in list(self._background):
             task.cancel()
@@ -557,7 +587,7 @@ class AMQPBroker:
         return out[-limit:] if limit > 0 else []
 
     def _dead_letter(self, queue: str, raw: DeliveredMessage) -> DeadLetter:
-        message, _, _ = to_message(raw)
+        message, _, _ = to_message(raw.header.properties, raw.body)
         reason = message.headers.pop(REASON, "")
         dead_at = message.headers.pop(DEAD_AT, 0.0)
         return DeadLetter(queue, reason if isinstance(reason, str) else repr(reason), message,
