@@ -551,17 +551,12 @@ class AMQPConnection:
             return publisher
 
     async def publish(
-        self, publisher: Publisher, body: bytes, properties: Properties | Basic.Properties,
-        exchange: str, routing_key: str, *, mandatory: bool = True,
+        self, publisher: Publisher, body: bytes, properties: Properties, exchange: str,
+        routing_key: str, *, mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm.
-
-        ``properties`` are best encoded with :func:`aiotq._amqp_wire.properties`; a pamqp
-        ``Basic.Properties`` is accepted too (without a message id or the properties after
-        it: the publisher appends its own message id)."""
+        """Publish and wait for the broker's confirm (``properties`` as
+        :func:`aiotq._amqp_wire.properties` encodes them)."""
         try:
-            if isinstance(properties, Basic.Properties):
-                properties = _split(properties)
             pending = publisher.submit(exchange, routing_key, mandatory, properties, body)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc
@@ -714,15 +709,6 @@ class Subscription:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await channel.close()
-
-
-def _split(properties: Basic.Properties) -> Properties:
-    if properties.message_id or properties.timestamp or properties.message_type \
-            or properties.user_id or properties.app_id:
-        raise ValueError("set no message_id, timestamp, type, user_id or app_id: the "
-                         "publisher appends the message id")
-    marshalled = properties.marshal()
-    return int.from_bytes(marshalled[:2], "big"), marshalled[2:]
 
 
 def _safe(url: str) -> str:

@@ -20,7 +20,6 @@ import aio_pika
 import aiormq
 import pytest
 from aiormq.abc import AbstractChannel
-from pamqp.commands import Basic
 
 from aiotq import _amqp_wire as wire
 from aiotq._amqp import _DeliveryTap
@@ -46,6 +45,11 @@ def message(n: int | str, priority: int | None = None, **headers: object) -> Mes
                             **headers},
                    body=b"[[], {}, {}]", content_type="application/json",
                    correlation_id=f"id-{n}", priority=priority)
+
+
+#: The properties of a bare persistent message, for publishing without the broker.
+PLAIN = wire.properties(content_type=None, content_encoding=None, headers={"id": "x"},
+                        delivery_mode=2, priority=None, correlation_id=None, reply_to=None)
 
 
 def after(seconds: float) -> dt.datetime:
@@ -386,15 +390,11 @@ async def test_unroutable_message_is_an_error(make_broker: MakeBroker, admin: Ad
     await connection.declare_exchange(exchange, "direct")
     channel = await connection.publisher(0)
     with pytest.raises(UnroutableError, match="no queue is bound") as caught:
-        await connection.publish(channel, b"x", Basic.Properties(), exchange, "key")
+        await connection.publish(channel, b"x", PLAIN, exchange, "key")
     assert isinstance(caught.value, ImproperlyConfigured)
 
 
 # -- batched publishing (aiormq internals, pinned in pyproject.toml) --------------------
-
-
-PLAIN = wire.properties(content_type=None, content_encoding=None, headers={"id": "x"},
-                        delivery_mode=2, priority=None, correlation_id=None, reply_to=None)
 
 
 async def test_one_unroutable_publish_of_a_batch_fails_alone(make_broker: MakeBroker,

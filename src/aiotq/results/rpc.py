@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from .._amqp import TRANSPORT_ERRORS, AMQPConnection, Arguments, Subscription, transport_error
+from .. import _amqp_wire as wire
+from .._amqp import (
+    TRANSPORT_ERRORS,
+    AMQPConnection,
+    Arguments,
+    Subscription,
+    tap_deliveries,
+    transport_error,
+)
 from .._waiters import Waiters, wait_any
 from ..broker.amqp import AMQPBroker
 from ..exceptions import AiotqError, ImproperlyConfigured
@@ -124,15 +132,20 @@ class RPCBackend:
         arguments: Arguments = {"x-expires": int(self._queue_expires * 1000)}
         try:
             await channel.queue_declare(queue, durable=True, arguments=arguments)
-            await channel.basic_consume(queue, self._on_reply, no_ack=True)
+            # Replies are read as the connection reads them, without a task each.
+            tap_deliveries(channel, lambda _, props, body: self._on_reply(props, body))
+            await channel.basic_consume(queue, self._on_delivered, no_ack=True)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"consuming the reply queue {queue}", exc) from exc
 
-    async def _on_reply(self, raw: DeliveredMessage) -> None:
-        props = raw.header.properties
+    async def _on_delivered(self, raw: DeliveredMessage) -> None:
+        """aiormq's callback, for replies the tap did not take (see tap_deliveries)."""
+        self._on_reply(raw.header.properties, raw.body)
+
+    def _on_reply(self, props: Basic.Properties, body: bytes) -> None:
         try:
             meta = self._context.codecs.decode(
-                raw.body, props.content_type or self._content_type, self._accept)
+                body, props.content_type or self._content_type, self._accept)
             if not isinstance(meta, dict):
                 raise TypeError("a result meta must be a mapping")
         except (AiotqError, TypeError) as exc:
@@ -195,16 +208,15 @@ class RPCBackend:
         if not reply_to:
             return
         conn = await self._connection()
-        properties = Basic.Properties(
-            content_type=self._content_type,
-            content_encoding=self._content_encoding,
-            correlation_id=str(meta["task_id"]),
-            delivery_mode=1,
+        properties = wire.properties(
+            content_type=self._content_type, content_encoding=self._content_encoding,
+            headers=None, delivery_mode=1, priority=None,
+            correlation_id=str(meta["task_id"]), reply_to=None,
         )
-        channel = await conn.publisher(conn.pick())
+        publisher = await conn.publisher(conn.pick())
         # Not mandatory: a caller that has gone away is no error of the task's.
-        await conn.publish(channel, self._context.encode(meta_to_celery(meta)), properties, "",
-                           reply_to, mandatory=False)
+        await conn.publish(publisher, self._context.encode(meta_to_celery(meta)), properties,
+                           "", reply_to, mandatory=False)
 
 
 def _nothing() -> None:
