@@ -10,6 +10,10 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BROKERS = ("redis", "amqp", "sqlite")
 
+#: Publisher confirms on RabbitMQ for the peers that default to none (Celery, dramatiq);
+#: aiotq, taskiq-aio-pika and the raw aio-pika client always wait for confirms.
+AMQP_CONFIRMS = os.environ.get("BENCH_AMQP_CONFIRMS", "") == "1"
+
 #: Publishes are grouped in gathers of this many calls (scenario A).
 BATCH = 100
 #: Worker concurrency of every async framework.

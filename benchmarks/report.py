@@ -102,10 +102,15 @@ def broker_section(table: Table, broker: str, adapters: Sequence[str],
         out += ["", "D: a worker holding far ETAs (RSS in MB; due tasks drained meanwhile).",
                 ""]
         out += _rows(["framework", "RSS idle", "RSS holding", "Δ RSS", "due drain, tasks/s"],
-                     ([a, rate_cell(get("D", a), "idle_mb"), rate_cell(get("D", a), "held_mb"),
-                       rate_cell(get("D", a), "delta_mb"), rate_cell(get("D", a))]
-                      for a in present if get("D", a)))
+                     (_d_cells(a, get("D", a)) for a in present if get("D", a)))
     return [*out, ""]
+
+
+def _d_cells(adapter: str, cell: Cell | None) -> list[str]:
+    if cell is None or not cell.runs:
+        return [adapter, rate_cell(cell), "", "", ""]
+    return [adapter, *(rate_cell(cell, key) for key in ("idle_mb", "held_mb", "delta_mb")),
+            rate_cell(cell)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +195,7 @@ def targets_section(table: Table) -> list[str]:
         ratio = ""
         if peer is not None and peer[1]:
             higher = target.scenario in ("A", "B1", "B2")
-            ratio = f"{ours / peer[1]:.2f}x" if higher else f"{peer[1] / ours:.2f}x faster"
+            ratio = f"{ours / peer[1]:.2f}x" if higher else f"{peer[1] / ours:.2f}x"
         rows.append([BROKER_TITLES[target.broker], target.label, _num(ours),
                      f"{peer[0]} {_num(peer[1])}" if peer else "—", ratio, target.goal,
                      "yes" if target.met(ours, peer[1] if peer else None) else "**no**"])
@@ -199,7 +204,8 @@ def targets_section(table: Table) -> list[str]:
         rows.append(d_row)
     return ["## aiotq against the best peer", "",
             "Medians; raw clients are not peers. Throughput in tasks/s, latency in ms "
-            "(the peer's better of defaults and 1 ms polling).", "",
+            "(the peer's better of defaults and 1 ms polling). A ratio above 1 means aiotq "
+            "is ahead (more tasks/s, or less latency).", "",
             *_rows(["broker", "scenario", "aiotq", "best peer", "ratio", "target", "met"],
                    rows), ""]
 

@@ -151,6 +151,24 @@ def _versions() -> str:
     return ", ".join(found)
 
 
+def _aiotq_revision() -> str:
+    """Which aiotq was measured: its git commit (and whether src had edits), or
+    ``BENCH_AIOTQ_REV`` when it runs from an exported snapshot."""
+    if os.environ.get("BENCH_AIOTQ_REV"):
+        return os.environ["BENCH_AIOTQ_REV"]
+    import aiotq
+
+    where = Path(aiotq.__file__).parent
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "."],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"from {where}"
+    return f"{rev}{' + uncommitted edits' if dirty else ''}"
+
+
 def header(sizes: Sizes, quick: bool) -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     mode = "quick (`make bench-quick`)" if quick else "full (`make bench`)"
@@ -160,6 +178,7 @@ def header(sizes: Sizes, quick: bool) -> list[str]:
         f"- Machine: {os.cpu_count()} cores, {_cpu_model()}, {memory:.0f} GiB; "
         f"Python {platform.python_version()} on {platform.system()}",
         f"- Servers (loopback): {_servers()}",
+        f"- aiotq revision: {_aiotq_revision()}",
         f"- Versions: {_versions()}",
         f"- Sizes: A {sizes.enqueue:,} tasks; B {sizes.drain:,} tasks; C {sizes.round_trips} "
         f"calls after {sizes.warmup} warm-up calls, at most {sizes.round_trip_budget:.0f} s; "
@@ -179,7 +198,13 @@ def main() -> None:
     parser.add_argument("--brokers", help="comma-separated brokers (default: all)")
     parser.add_argument("--scenarios", help="comma-separated scenarios, e.g. B1,C")
     parser.add_argument("--repeats", type=int, help="runs of each measurement")
+    parser.add_argument("--render", metavar="JSON", help="only re-render a saved latest.json")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        print(report.render(saved["records"], saved["adapters"], saved["pools"],
+                            saved["header"]))
+        return
     sizes = QUICK if args.quick else FULL
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
@@ -197,10 +222,12 @@ def main() -> None:
         except ImportError as exc:
             missing[name] = f"not installed: {exc}"[:120]
     records = run(adapters, plan, sizes, args.quick, missing)
-    text = report.render(records, adapters, pools, header(sizes, args.quick))
+    head = header(sizes, args.quick)
+    text = report.render(records, adapters, pools, head)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text(text + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(records, indent=1) + "\n")
+    saved = {"header": head, "adapters": adapters, "pools": pools, "records": records}
+    (RESULTS / "latest.json").write_text(json.dumps(saved, indent=1) + "\n")
     print(text)
 
 

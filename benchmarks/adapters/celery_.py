@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery, group
 
-from ..config import CONCURRENCY, REDIS_URL
+from ..config import AMQP_CONFIRMS, CONCURRENCY, REDIS_URL
 from ..harness import chunks, noop
 from .base import Adapter, Context
 
@@ -35,6 +35,8 @@ class CeleryAdapter(Adapter):
         self.app.conf.update(task_default_queue=self.queue, worker_enable_remote_control=False,
                              worker_send_task_events=False, broker_connection_retry=False,
                              broker_connection_retry_on_startup=True)
+        if ctx.broker == "amqp":
+            self.app.conf.broker_transport_options = {"confirm_publish": AMQP_CONFIRMS}
 
         self.noop = self.app.task(name="bench.noop", ignore_result=True)(noop)
         self.noop_stored = self.app.task(name="bench.noop_stored")(noop)

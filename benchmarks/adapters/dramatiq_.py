@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
-from ..config import REDIS_URL
+from ..config import AMQP_CONFIRMS, REDIS_URL
 from ..harness import noop
 from .base import Adapter, Context
 
@@ -36,7 +36,7 @@ class DramatiqAdapter(Adapter):
         if ctx.broker == "redis":
             self.broker: dramatiq.Broker = RedisBroker(url=ctx.url, namespace=self.queue)
         else:
-            self.broker = RabbitmqBroker(url=ctx.url)
+            self.broker = RabbitmqBroker(url=ctx.url, confirm_delivery=AMQP_CONFIRMS)
         self.backend = RedisBackend(url=REDIS_URL, namespace=self.queue,
                                     use_namespace_prefix_keys=True)
         self.broker.add_middleware(Results(backend=self.backend))

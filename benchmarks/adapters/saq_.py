@@ -2,8 +2,9 @@
 blocks on the queue.
 
 ``Queue.apply`` (its one-call round trip) subscribes only after enqueueing, so a fast job's
-notice is missed and it re-checks after 1 s; tuned, the round trip is ``enqueue`` plus
-``Job.refresh(until_complete=...)`` instead."""
+notice is missed and it re-checks after 1 s (``Job.refresh(until_complete=...)`` has the
+same race, and can miss the notice for good); tuned, the round trip is ``enqueue`` and then
+``Job.refresh()`` every 1 ms until the job is done."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from saq import Queue, Worker
+from saq.job import TERMINAL_STATUSES
 
 from ..config import CONCURRENCY, REDIS_URL
 from ..harness import in_batches, tick
@@ -50,7 +52,10 @@ class SaqAdapter(Adapter):
             return await self.saq.apply("noop", timeout=10, x=x)
         job = await self.saq.enqueue("noop", x=x, ttl=600)
         assert job is not None
-        await job.refresh(until_complete=10)
+        async with asyncio.timeout(10):
+            while job.status not in TERMINAL_STATUSES:
+                await asyncio.sleep(0.001)
+                await job.refresh()
         return job.result
 
     def run_worker(self) -> None:
