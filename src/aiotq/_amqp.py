@@ -1,15 +1,22 @@
 """What the ``amqp://`` broker and the ``rpc://`` backend share.
 
-One robust connection per event loop (aio-pika's ``connect_robust`` owns reconnecting),
+One robust connection per event loop (aio-pika's robust connection owns reconnecting),
 with plain aiormq channels opened from the live transport on demand:
 
-* a pool of publisher-confirm channels, picked round robin, each with a
-  :class:`Publisher` that writes the publishes made while it was busy as one batch (group
-  commit) and lets each caller wait for its own confirm;
+* a pool of publisher-confirm channels, each with a :class:`Publisher` that writes the
+  publishes of one event-loop turn in a few socket writes (group commit) and lets each
+  caller wait for its own confirm;
 * one topology channel for declarations, each declared once per connection (cached until
   the connection is replaced);
 * :class:`Subscription`: a consuming channel that re-declares and consumes again by
-  itself after a channel or connection loss.
+  itself after a channel or connection loss; its deliveries are read by a
+  :func:`tap_deliveries` handler as the connection reads them, and acked in batches by an
+  :class:`Acker`.
+
+The hot paths (publishing, acking, reading deliveries) bypass aiormq's per-message
+machinery but keep its bookkeeping, through internals of aiormq 7.2 that pyproject.toml
+pins and tests/integration/test_amqp.py covers; frames are encoded by
+:mod:`aiotq._amqp_wire`.
 
 A publish while the connection is down fails at once with
 :class:`~aiotq.exceptions.TransportError` (the caller's retry policy decides), instead of
@@ -31,8 +38,10 @@ from typing import Any, cast
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.connection import make_url
 from aiormq import Channel
-from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.abc import AbstractChannel
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -98,24 +107,42 @@ class _Pending:
         self.tag = 0
 
 
+def writable(channel: Channel) -> bool:
+    """Whether frames may still be sent on ``channel``. Once RabbitMQ closed it, aiormq
+    answers close-ok and frees the number, and a frame sent on a freed number is a
+    connection error; aiormq records the close (``_close_exception``) before it answers."""
+    return not channel.is_closed and channel._close_exception is None
+
+
 class Publisher:
     """Publishes on one confirm channel, in batches (group commit).
 
-    The publishes made while the previous batch was being written (in practice those of one
-    event-loop turn: a gather of ``delay()`` calls, a group) go out as one write of all their
-    frames, under one take of the channel's lock, with consecutive delivery tags; each caller
-    then awaits its own confirm. aiormq's channel still matches the broker's acks and nacks
-    (by delivery tag) and returns (by message id) to them: this writes into its
-    ``delivery_tag``, ``confirmations``, ``message_id_delivery_tag`` and ``write_queue``
-    (aiormq 7.2, pinned in pyproject.toml; tests/integration/test_amqp.py covers each).
+    The publishes of one event-loop turn (a gather of ``delay()`` calls, a group) go out
+    together, with consecutive delivery tags, as one socket write per ``EARLY`` publishes
+    (so RabbitMQ starts on the first ones while the rest are still being encoded) and one
+    for the rest at the end of the turn; each caller then awaits its own confirm. The
+    frames are written straight to the connection's socket (its writer comes from
+    :class:`_Streams`), not through aiormq's writer task. aiormq's channel still matches
+    the broker's acks and nacks (by delivery tag) and returns (by message id) to the
+    callers: this writes into its ``delivery_tag``, ``confirmations`` and
+    ``message_id_delivery_tag`` (aiormq 7.2, pinned in pyproject.toml;
+    tests/integration/test_amqp.py covers each).
 
-    A closed channel fails every publish not yet confirmed with the reason; a confirm that
-    does not come within ``timeout`` fails its publish with :class:`TimeoutError`.
+    A closed channel or connection fails every publish not yet confirmed with the reason;
+    a confirm that does not come within ``timeout`` fails its publish with
+    :class:`TimeoutError`.
     """
 
-    def __init__(self, channel: AbstractChannel, timeout: float | None) -> None:
+    #: Publishes written at once when this many wait (see the class docstring).
+    EARLY = 16
+    #: Bytes waiting in the socket's buffer above which a publish waits for it to drain.
+    BACKLOG = 1 << 20
+
+    def __init__(self, channel: AbstractChannel, writer: asyncio.StreamWriter,
+                 timeout: float | None) -> None:
         self.channel = cast(Channel, channel)
         self.number: int = channel.number
+        self._writer = writer
         self._frame_max: int = self.channel.connection.connection_tune.frame_max
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -123,7 +150,7 @@ class Publisher:
         self._ids = itertools.count(1)
         self._methods: dict[tuple[str, str, bool], bytes] = {}
         self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._scheduled = False
         self._inflight: deque[tuple[float, list[_Pending]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False
@@ -131,7 +158,15 @@ class Publisher:
 
     @property
     def is_closed(self) -> bool:
-        return self._lost or self.channel.is_closed
+        return self._lost or not writable(self.channel) or self._writer.transport.is_closing()
+
+    @property
+    def backlogged(self) -> bool:
+        return self._writer.transport.get_write_buffer_size() > self.BACKLOG
+
+    async def drain(self) -> None:
+        """Wait until the socket took what it was given (after ``backlogged``)."""
+        await self._writer.drain()
 
     def submit(self, exchange: str, routing_key: str, mandatory: bool, properties: Properties,
                body: bytes) -> _Pending:
@@ -149,9 +184,13 @@ class Publisher:
         frames = wire.content(self.number, *properties, message_id, body, self._frame_max)
         frames.insert(0, method)
         pending = _Pending(frames, message_id, self._loop.create_future())
-        self._queue.append(pending)
-        if self._flusher is None:
-            self._flusher = self._loop.create_task(self._flush())
+        queue = self._queue
+        queue.append(pending)
+        if len(queue) >= self.EARLY:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
         return pending
 
     def forget(self, pending: _Pending) -> None:
@@ -159,51 +198,26 @@ class Publisher:
         if pending.tag and self.channel.confirmations.get(pending.tag) is pending.future:
             del self.channel.confirmations[pending.tag]
 
-    async def _flush(self) -> None:
-        batch: list[_Pending] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._write([p for p in batch if not p.future.done()])
-                batch = []
-        finally:
-            self._flusher = None
-            if batch or self._queue:  # cancelled (the loop is closing)
-                lost, self._queue = batch + self._queue, []
-                self._fail(lost, ChannelInvalidStateError("publishing was cancelled"))
-
-    async def _write(self, batch: list[_Pending]) -> None:
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch = [pending for pending in self._queue if not pending.future.done()]
+        self._queue = []
         if not batch:
             return
-        channel = self.channel
-        try:
-            async with channel.lock:
-                confirmations = channel.confirmations
-                ids = channel.message_id_delivery_tag
-                first = tag = channel.delivery_tag
-                for pending in batch:
-                    tag += 1
-                    pending.tag = tag
-                    confirmations[tag] = pending.future
-                    ids[pending.message_id] = tag
-                channel.delivery_tag = tag
-                payload = b"".join([frame for pending in batch for frame in pending.frames])
-                try:
-                    await channel.write_queue.put(ChannelFrame(payload, should_close=False))
-                except BaseException:
-                    # Never written: the broker will not count these tags, so nor do we.
-                    channel.delivery_tag = first
-                    for pending in batch:
-                        confirmations.pop(pending.tag, None)
-                        ids.pop(pending.message_id, None)
-                        pending.tag = 0
-                    raise
-        except TRANSPORT_ERRORS as exc:
-            self._fail(batch, exc)
-            return
-        if self._lost:  # closed while the batch waited for room in the write queue
+        if self.is_closed:
             self._fail(batch, None)
             return
+        channel = self.channel
+        confirmations = channel.confirmations
+        ids = channel.message_id_delivery_tag
+        tag = channel.delivery_tag
+        for pending in batch:
+            tag += 1
+            pending.tag = tag
+            confirmations[tag] = pending.future
+            ids[pending.message_id] = tag
+        channel.delivery_tag = tag
+        self._writer.write(b"".join([frame for pending in batch for frame in pending.frames]))
         deadline = math.inf if self._timeout is None else self._loop.time() + self._timeout
         self._inflight.append((deadline, batch))
         self._prune()
@@ -274,13 +288,14 @@ class Acker:
     are consecutive from 1, so "every lower tag is acked" is known without tracking
     deliveries), and single acks for the rest. A tag is acked at most once: RabbitMQ
     closes the channel on an unknown tag. Acking on a closed channel does nothing (RabbitMQ
-    has requeued its deliveries).
+    has requeued its deliveries). Like :class:`Publisher`, it writes to the socket itself.
     """
 
-    def __init__(self, channel: AbstractChannel, *, delay: float = 0.002,
-                 batch: int = 64) -> None:
+    def __init__(self, channel: AbstractChannel, writer: asyncio.StreamWriter, *,
+                 delay: float = 0.002, batch: int = 64) -> None:
         self.channel = cast(Channel, channel)
         self._number: int = channel.number
+        self._writer = writer
         self._loop = asyncio.get_running_loop()
         self._delay = delay
         self._batch = batch
@@ -292,7 +307,6 @@ class Acker:
         self._pending: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False
-        self._writer: asyncio.Task[None] | None = None
 
     def delivered(self, tag: int) -> None:
         if tag > self._seen:
@@ -301,14 +315,14 @@ class Acker:
     def ack(self, tag: int) -> None:
         pending = self._pending
         pending.append(tag)
-        if self._soon or self._writer is not None:
+        if self._soon:
             return
         if len(pending) >= self._batch or \
                 self._seen - self._floor - len(self._above) <= len(pending):
             self._soon = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         elif self._timer is None:
-            self._timer = self._loop.call_later(self._delay, self._flush)
+            self._timer = self._loop.call_later(self._delay, self.flush)
 
     def frames(self, tags: list[int]) -> bytes:
         """The ack frames for ``tags`` (each acked once), advancing the floor."""
@@ -333,43 +347,17 @@ class Acker:
             above.add(tag)
         return b"".join(out)
 
-    async def flush(self) -> None:
-        """Write the pending acks now, and wait until they are in the write queue."""
-        self._flush()
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
-
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the pending acks now."""
         self._soon = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._writer is not None:
-            return  # it writes what is pending after its own write
-        if not self._pending or self.channel.is_closed:
-            self._pending.clear()
-            return
-        payload = self.frames(self._pending)
-        self._pending = []
-        if not payload:
-            return
-        try:
-            self.channel.write_queue.put_nowait(ChannelFrame(payload, should_close=False))
-        except asyncio.QueueFull:
-            self._writer = self._loop.create_task(self._write(payload))
-
-    async def _write(self, payload: bytes) -> None:
-        # The connection's write queue is full: wait for room, keeping the acks in order.
-        try:
-            while payload:
-                with contextlib.suppress(*TRANSPORT_ERRORS):
-                    await self.channel.write_queue.put(ChannelFrame(payload, should_close=False))
-                payload = b""
-                if self._pending and not self.channel.is_closed:
-                    payload = self.frames(self._pending)
-                self._pending = []
-        finally:
-            self._writer = None
+        pending, self._pending = self._pending, []
+        if pending and writable(self.channel) and not self._writer.transport.is_closing():
+            payload = self.frames(pending)
+            if payload:
+                self._writer.write(payload)
 
 
 #: What a consumer gets for each delivery: the method frame, its properties, its body.
@@ -445,6 +433,22 @@ def tap_deliveries(channel: AbstractChannel, handler: DeliveryHandler) -> bool:
     return True
 
 
+class _Streams(TransportFactory):
+    """Opens a connection's socket as aiormq does, and keeps its writer: publishers and
+    ackers write their batches to it themselves. aio-pika hands it to aiormq with each
+    (re)connection; the newest socket is the live connection's."""
+
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def create(self, url: Any, **kwargs: Any
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        opener = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
+        reader, writer = await opener.create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+
 class AMQPConnection:
     """A robust connection with a confirmed publishing pool and cached declarations."""
 
@@ -455,11 +459,13 @@ class AMQPConnection:
         self._connect_timeout: float | None = options.get("connect_timeout", 10.0)
         self._reconnect_interval: float | None = options.get("reconnect_interval")
         self._robust: AbstractRobustConnection | None = None
+        self._streams = _Streams()
         self.closed = False
         self._connecting: asyncio.Lock | None = None
         self._pool: list[Publisher | None] = [None] * self._pool_size
         self._opening: list[asyncio.Lock] = [asyncio.Lock() for _ in range(self._pool_size)]
         self._next = 0
+        self._picks = 0
         self._topology: AbstractChannel | None = None
         self._topology_lock = asyncio.Lock()
         self._declared: set[Hashable] = set()
@@ -483,11 +489,13 @@ class AMQPConnection:
             extra: dict[str, Any] = {}
             if self._reconnect_interval is not None:
                 extra["reconnect_interval"] = self._reconnect_interval
+            # What aio_pika.connect_robust does, with aiotq's socket opener for aiormq.
+            robust = aio_pika.RobustConnection(
+                make_url(self.url, **extra),
+                client_properties={"connection_name": f"aiotq {origin()}"}, **extra)
+            robust.kwargs["transport_factory"] = self._streams
             try:
-                robust = await aio_pika.connect_robust(
-                    self.url, timeout=self._connect_timeout,
-                    client_properties={"connection_name": f"aiotq {origin()}"}, **extra,
-                )
+                await robust.connect(timeout=self._connect_timeout)
             except TRANSPORT_ERRORS as exc:
                 raise transport_error(f"connecting to {_safe(self.url)}", exc) from exc
             robust.reconnect_callbacks.add(self._on_reconnect)
@@ -531,13 +539,24 @@ class AMQPConnection:
         except CHANNEL_ERRORS as exc:
             raise transport_error("opening a channel", exc) from exc
 
+    def writer(self) -> asyncio.StreamWriter:
+        """The live connection's socket writer (for a channel just opened on it)."""
+        writer = self._streams.writer
+        if writer is None:
+            raise TransportError("aio-pika did not open the socket through aiotq's opener; "
+                                 "this aiotq needs aio-pika 10.2 and aiormq 7.2")
+        return writer
+
     # -- publishing --
 
     def pick(self) -> int:
-        """A slot of the publishing pool, round robin."""
-        slot = self._next
-        self._next = (slot + 1) % self._pool_size
-        return slot
+        """A slot of the publishing pool, round robin by runs of ``Publisher.EARLY``
+        picks: a burst of publishes fills one channel's early write, then the next's."""
+        self._picks += 1
+        if self._picks > Publisher.EARLY:
+            self._picks = 1
+            self._next = (self._next + 1) % self._pool_size
+        return self._next
 
     async def publisher(self, slot: int) -> Publisher:
         publisher = self._pool[slot]
@@ -547,7 +566,8 @@ class AMQPConnection:
             publisher = self._pool[slot]
             if publisher is None or publisher.is_closed:
                 channel = await self.channel(confirms=True)
-                publisher = self._pool[slot] = Publisher(channel, self._publish_timeout)
+                publisher = self._pool[slot] = Publisher(channel, self.writer(),
+                                                         self._publish_timeout)
             return publisher
 
     async def publish(
@@ -557,6 +577,8 @@ class AMQPConnection:
         """Publish and wait for the broker's confirm (``properties`` as
         :func:`aiotq._amqp_wire.properties` encodes them)."""
         try:
+            if publisher.backlogged:
+                await publisher.drain()
             pending = publisher.submit(exchange, routing_key, mandatory, properties, body)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc

@@ -457,6 +457,28 @@ async def test_publishes_in_flight_fail_when_the_connection_drops(
     assert publisher.is_closed
 
 
+async def test_a_channel_rabbitmq_closes_fails_its_publishes_but_not_the_connection(
+        make_broker: MakeBroker, admin: Admin, queue_name: str) -> None:
+    broker = await make_broker()
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    publisher = await connection.publisher(0)
+    assert publisher._writer is connection.writer()  # frames go straight to the socket
+    targets = [""] * 10 + [queue_name + ".missing"] + [""] * 40  # 404: channel closed
+    results = await asyncio.gather(
+        *(connection.publish(publisher, b"x", PLAIN, exchange, queue_name)
+          for exchange in targets), return_exceptions=True)
+    # Those before it reached the queue, but their confirms may die with the channel.
+    assert all(result is None or isinstance(result, TransportError) for result in results)
+    assert all(isinstance(result, TransportError) for result in results[10:])
+    with pytest.raises(TransportError):
+        await connection.publish(publisher, b"x", PLAIN, "", queue_name)
+    await connection.publish(await connection.publisher(0), b"x", PLAIN, "", queue_name)
+    assert await admin.count(queue_name) == 11
+    assert connection._robust is not None and connection._robust.transport is not None
+    assert not connection._robust.transport.connection.is_closed
+
+
 async def test_a_confirm_that_does_not_come_is_a_timeout(make_broker: MakeBroker,
                                                          proxy: Proxy, queue_name: str) -> None:
     broker = await make_broker(proxy.url, broker_transport_options={"publish_timeout": 0.3})

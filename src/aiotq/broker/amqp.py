@@ -220,7 +220,7 @@ class AMQPConsumer:
     async def _setup(self, channel: AbstractChannel) -> None:
         self._tags = {}
         self._queue_of = {}
-        self._acker = Acker(channel)
+        self._acker = Acker(channel, self._broker._conn.writer())
         tap_deliveries(channel, self._on_delivery)
         try:
             await channel.basic_qos(prefetch_count=self._prefetch, global_=self._global_qos)
@@ -357,7 +357,7 @@ class AMQPConsumer:
             await asyncio.gather(*(d.release() for d in list(self._outstanding)),
                                  return_exceptions=True)
         if self._acker is not None:
-            await self._acker.flush()  # before the channel closes, or they are requeued
+            self._acker.flush()  # before the channel closes, or they are requeued
         await self._subscription.close()
         for task in list(self._background):
             task.cancel()
