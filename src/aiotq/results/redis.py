@@ -85,6 +85,7 @@ class _Feed:
         self._wake_key = f"aiotq:feed:{secrets.token_hex(8)}".encode()
         self._wake_position = b"0-0"
         self._blocked = False
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
         self.foreign = _Foreign(client, self._by_key)
@@ -116,15 +117,19 @@ class _Feed:
             self.drop(watch, key)
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done() and self._blocked:
-            # redis-py shields a command from cancellation: end the blocking read first,
-            # or closing waits out the whole BLOCK time.
+        # Not cancelled: redis-py does not let go of a blocking read when its task is
+        # cancelled, and a loop that is only woken may start the next read first. Told to
+        # stop, then woken, the loop ends at its next check.
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
             await self._wake()
-        for task in (self._task, *self._wakes):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await task
+        for wake in list(self._wakes):
+            wake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await wake
+        await self.foreign.close()
         with contextlib.suppress(RedisError):
             await _redis.command(self._client)("DEL", self._wake_key)
 
@@ -148,7 +153,7 @@ class _Feed:
         failures = 0
         try:
             while True:
-                if not self._by_key:
+                if not self._by_key or self._closing:
                     # Decided without awaiting, so a join from now on starts a new loop.
                     self._task = None
                     return
@@ -224,6 +229,7 @@ class _Foreign:
         self._listener: asyncio.Task[None] | None = None
         self._syncing: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._closed = False
 
     def follow(self, keys: Sequence[bytes]) -> None:
         """Subscribe, soon, to the channels of these state streams' tasks."""
@@ -239,6 +245,7 @@ class _Foreign:
         self._sync_soon()
 
     async def close(self) -> None:
+        self._closed = True
         for task in (self._listener, self._syncing, self._checker):
             if task is not None:
                 task.cancel()
@@ -252,6 +259,8 @@ class _Foreign:
     # -- subscriptions --
 
     def _sync_soon(self) -> None:
+        if self._closed:
+            return  # a watch that outlived the backend has nothing to unsubscribe from
         if self._syncing is None or self._syncing.done():
             self._syncing = asyncio.create_task(self._sync())
 
