@@ -26,7 +26,11 @@ class Settings:
 
     broker_url: str | None = None
     result_backend: str | None = None
+    #: Options of the broker in use: see docs/brokers/<broker>.md.
     broker_transport_options: dict[str, Any] = field(default_factory=dict)
+    #: Options of the result backend: ``{"follow_celery_results": True}`` makes the Redis
+    #: backend's ``get()`` follow results that Celery workers store (docs/celery.md).
+    result_backend_transport_options: dict[str, Any] = field(default_factory=dict)
 
     task_serializer: str = "json"
     result_serializer: str = "json"

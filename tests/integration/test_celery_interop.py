@@ -48,7 +48,7 @@ TIMEOUT = 10.0
 
 # The aiotq side of the same project: in the Celery-worker tests it only calls these tasks,
 # in the Celery-client tests its worker runs them.
-app = App("proj")
+app = App("proj", result_backend_transport_options={"follow_celery_results": True})
 recorded: list[Any] = []
 
 

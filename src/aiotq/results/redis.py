@@ -79,7 +79,7 @@ class _Watch:
 class _Feed:
     """Reads every watched state stream of one backend in a single blocking loop."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, follow_celery: bool) -> None:
         self._client = client
         self._by_key: dict[bytes, set[_Watch]] = defaultdict(set)
         self._wake_key = f"aiotq:feed:{secrets.token_hex(8)}".encode()
@@ -88,13 +88,15 @@ class _Feed:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
-        self.foreign = _Foreign(client, self._by_key)
+        # Off by default: following Celery's channels costs a subscription per watched task.
+        self.foreign = _Foreign(client, self._by_key) if follow_celery else None
 
     def join(self, keys: Sequence[bytes]) -> _Watch:
         watch = _Watch(dict.fromkeys(keys, UNREAD))
         for key in watch.positions:
             self._by_key[key].add(watch)
-        self.foreign.follow(keys)
+        if self.foreign is not None:
+            self.foreign.follow(keys)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         elif self._blocked:
@@ -109,7 +111,8 @@ class _Feed:
             watchers.discard(watch)
             if not watchers:
                 del self._by_key[key]
-                self.foreign.release(key)
+                if self.foreign is not None:
+                    self.foreign.release(key)
         watch.positions.pop(key, None)
 
     def leave(self, watch: _Watch) -> None:
@@ -129,7 +132,8 @@ class _Feed:
             wake.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await wake
-        await self.foreign.close()
+        if self.foreign is not None:
+            await self.foreign.close()
         with contextlib.suppress(RedisError):
             await _redis.command(self._client)("DEL", self._wake_key)
 
@@ -428,7 +432,8 @@ class RedisBackend:
 
     async def watch(self, task_ids: Sequence[str]) -> AsyncGenerator[Meta, None]:
         if self._feed is None:
-            self._feed = _Feed(self.client)
+            options = self._context.settings.result_backend_transport_options
+            self._feed = _Feed(self.client, bool(options.get("follow_celery_results")))
         feed = self._feed
         watch = feed.join([_states_key(task_id) for task_id in dict.fromkeys(task_ids)])
         try:
