@@ -148,6 +148,10 @@ class RedisConsumer:
                 self._keys.append(key)
                 self._lane_of[len(self._keys)] = (queue, lane)
         self._lane_keys = [key for queue in self._queues for key in queue.lanes]
+        self._index_of = {key.encode(): index for index, (queue, lane) in self._lane_of.items()
+                          for key in (queue.lanes[lane],)}
+        #: Entries a blocking read claimed beyond the limit asked for; the next fetch's.
+        self._spare: list[Delivery] = []
         self._name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: dict[tuple[str, bytes], RedisDelivery] = {}
         self._cursors: list[Any] = [b"0-0"] * len(self._lane_keys)
@@ -163,6 +167,9 @@ class RedisConsumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         failures = 0
+        if self._spare:
+            batch, self._spare = self._spare[:limit], self._spare[limit:]
+            return batch
         while not self._closed and limit > 0:
             try:
                 batch, tails, next_due = await self._poll(limit)
@@ -173,7 +180,10 @@ class RedisConsumer:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         return []
-                    await self._wait(tails, next_due, remaining)
+                    batch = await self._wait(next_due, remaining)
+                    if batch:
+                        batch, self._spare = batch[:limit], batch[limit:]
+                        return batch
                 failures = 0
             except TransportError:
                 failures += 1
@@ -228,19 +238,39 @@ class RedisConsumer:
                 pass  # not renewed: it comes back after the lease timeout, for another try
         return batch
 
-    async def _wait(self, tails: list[bytes], next_due: float | None, remaining: float) -> None:
-        """Block until a lane gets a new entry, an ETA may be due, or the time is up."""
+    async def _wait(self, next_due: float | None, remaining: float) -> list[Delivery]:
+        """Block until a lane gets a new entry (claimed by this very read, saving the fetch
+        script's round trip), an ETA may be due, or the time is up."""
         seconds = min(remaining, _redis.MAX_BLOCK)
         if next_due is not None:
             seconds = min(seconds, next_due - self._broker.clock.time())
         if seconds <= 0:
-            return
+            return []
         client = self._broker.client
-        with _redis.transport_errors("fetch"):
-            await _redis.command(client)(
-                "XREAD", "COUNT", 1, "BLOCK", _redis.block_ms(client, seconds),
-                "STREAMS", *self._lane_keys, *tails,
-            )
+        try:
+            with _redis.transport_errors("fetch"):
+                reply = await _redis.command(client)(
+                    "XREADGROUP", "GROUP", GROUP, self._name, "BLOCK",
+                    _redis.block_ms(client, seconds), "STREAMS", *self._lane_keys,
+                    *[">"] * len(self._lane_keys),
+                )
+        except TransportError as exc:
+            if "NOGROUP" in str(exc):
+                return []  # Redis lost the group (a restart): the next poll recreates it
+            raise
+        return await self._deliveries(self._entries(reply or []))
+
+    def _entries(self, reply: list[Any]) -> list[Any]:
+        """A blocking read's reply in the fetch script's shape, highest lane first."""
+        found = []
+        for key, items in reply:
+            index = self._index_of[key]
+            for entry_id, values in items:
+                fields = [item for pair in (values or {}).items() for item in pair]
+                found.append((-self._lane_of[index][1], index, entry_id, fields))
+        found.sort(key=lambda entry: entry[0])
+        return [value for _, index, entry_id, fields in found
+                for value in (index, entry_id, fields, 1)]
 
     # -- leases --
 
