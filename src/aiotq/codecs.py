@@ -201,11 +201,6 @@ def _lzma_decompress(data: bytes, max_size: int) -> bytes:
     return _bounded(lzma.LZMADecompressor(), data, max_size)
 
 
-def _gzip_compress(data: bytes) -> bytes:
-    c = zlib.compressobj(wbits=31)
-    return c.compress(data) + c.flush()
-
-
 class Codecs:
     """The serializers and compressors one app knows, by name and by content type."""
 
@@ -220,10 +215,11 @@ class Codecs:
         self.register_serializer("pickle", pickle_dumps, pickle_loads,
                                  "application/x-python-serialize", content_encoding="binary")
         self.register_serializer("yaml", yaml_dumps, yaml_loads, "application/x-yaml")
-        self.register_compressor("zlib", zlib.compress, _zlib_decompress(15),
-                                 "application/x-zlib")
-        self.register_compressor("gzip", _gzip_compress, _zlib_decompress(31),
-                                 "application/x-gzip", aliases=("application/gzip",))
+        # As kombu does: "gzip" and "zlib" write zlib data labelled application/x-gzip, so
+        # Celery reads them; reading accepts zlib and gzip data alike (wbits 47).
+        self.register_compressor("gzip", zlib.compress, _zlib_decompress(47),
+                                 "application/x-gzip",
+                                 aliases=("zlib", "application/x-zlib", "application/gzip"))
         self.register_compressor("bzip2", bz2.compress, _bz2_decompress,
                                  "application/x-bz2", aliases=("bz2",))
         self.register_compressor("lzma", lzma.compress, _lzma_decompress,

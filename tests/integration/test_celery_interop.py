@@ -196,6 +196,11 @@ async def test_celery_worker_runs_send_task_and_aiotq_reads_its_redis_result(
             await failed.get(timeout=TIMEOUT)
         assert failed.state == "FAILURE" and "ValueError: boom" in (failed.traceback or "")
 
+        for compression in ("gzip", "zlib", "bzip2", "lzma"):
+            packed = await client.send_task("proj.add", (3, 4), compression=compression)
+            task_ids.append(packed.id)
+            assert await packed.get(timeout=TIMEOUT) == 7, compression
+
 
 async def test_celery_worker_honours_countdown_expires_link_and_link_error(
     queue: str, tmp_path: Path, task_ids: list[str]
@@ -326,6 +331,12 @@ async def test_aiotq_worker_runs_celery_send_task(queue: str, task_ids: list[str
         with pytest.raises(ValueError, match="boom"):
             failed.get(timeout=TIMEOUT)
         assert failed.state == "FAILURE" and "ValueError: boom" in failed.traceback
+
+        for compression in ("gzip", "zlib", "bzip2", "lzma"):
+            packed = celery_proj.app.send_task("proj.add", (3, 4), queue=queue,
+                                               compression=compression)
+            task_ids.append(packed.id)
+            assert packed.get(timeout=TIMEOUT) == 7, compression
 
         # Expired by the time its countdown is up: aiotq revokes it, as Celery would.
         expired = celery_proj.app.send_task("proj.add", (1, 1), queue=queue, countdown=1,
