@@ -264,3 +264,21 @@ async def test_stop_before_run_returns_at_once(app: App) -> None:
     worker.stop()
     await asyncio.wait_for(worker.run(), TIMEOUT)
     await app.close()
+
+
+async def test_chord_member_is_dead_lettered_not_run(app: App, queue_name: str) -> None:
+    runs: list[int] = []
+
+    @app.task
+    async def member(x: int) -> int:
+        runs.append(x)
+        return x
+
+    async with run_in_process(app, queues=[queue_name]) as running:
+        body = app.codecs.encode([[1], {}, {"chord": {"task": "proj.body"}}], "json")[0]
+        headers = {"id": "chord-member", "task": member.name, "retries": 0}
+        await app.broker.publish(Message(headers, body, "application/json"), Route(queue_name))
+        with pytest.raises(MessageError, match="chords are not supported"):
+            await app.AsyncResult("chord-member").get(timeout=TIMEOUT)
+        assert "chords are not supported" in (await running.dead_letters())[0].reason
+    assert runs == []

@@ -114,6 +114,9 @@ class Executor:
         if task is None:
             raise NotRegistered(message.task_name)
         body = decode_body(self.app.codecs, message, self.accept, self.app.conf.message_max_size)
+        if body.embed.chord:
+            # Running it without its chord would never call the chord's body: refuse it.
+            raise MessageError("chords are not supported (a chord member from Celery?)")
         headers = message.headers
         request = Request(
             id=message.task_id, task=task.name, args=tuple(body.args), kwargs=body.kwargs,
