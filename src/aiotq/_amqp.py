@@ -9,14 +9,14 @@ with plain aiormq channels opened from the live transport on demand:
 * one topology channel for declarations, each declared once per connection (cached until
   the connection is replaced);
 * :class:`Subscription`: a consuming channel that re-declares and consumes again by
-  itself after a channel or connection loss; its deliveries are read by a
-  :func:`tap_deliveries` handler as the connection reads them, and acked in batches by an
-  :class:`Acker`.
+  itself after a channel or connection loss; its deliveries are read by a :func:`tap`
+  handler as the connection reads them, and acked in batches by an :class:`Acker`.
 
-The hot paths (publishing, acking, reading deliveries) bypass aiormq's per-message
-machinery but keep its bookkeeping, through internals of aiormq 7.2 that pyproject.toml
-pins and tests/integration/test_amqp.py covers; frames are encoded by
-:mod:`aiotq._amqp_wire`.
+The hot paths (publishing and its confirms, acking, reading deliveries) bypass aiormq's
+per-message machinery: aiotq writes their frames (encoded by :mod:`aiotq._amqp_wire`) to
+the socket and reads them from the connection's reader itself, through internals of
+aiormq 7.2 that pyproject.toml pins and tests/integration/test_amqp.py covers. aiormq
+still opens, closes and declares.
 
 A publish while the connection is down fails at once with
 :class:`~aiotq.exceptions.TransportError` (the caller's retry policy decides), instead of
@@ -32,7 +32,7 @@ import logging
 import math
 import secrets
 import struct
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from typing import Any, cast
 
@@ -40,7 +40,7 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq import Channel
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from aiormq.exceptions import (
     AMQPError,
@@ -94,17 +94,113 @@ ENCODE_ERRORS: tuple[type[BaseException], ...] = (TypeError, ValueError, Overflo
                                                   struct.error)
 
 
+#: What a consumer gets for each delivery: the method frame, its properties, its body.
+DeliveryHandler = Callable[[Basic.Deliver, Basic.Properties, bytes], None]
+#: What a publisher gets for each returned message, the same way.
+ReturnHandler = Callable[[Basic.Return, Basic.Properties, bytes], None]
+#: What a publisher gets for each confirm.
+ConfirmHandler = Callable[[Basic.Ack | Basic.Nack], None]
+
+
+class _Tap(asyncio.Queue[tuple[int, Any]]):
+    """Stands in for an aiormq channel's inbound frame queue (``channel.frames``), which
+    the connection's reader fills: deliveries, returned messages (a method frame, its
+    content header and body frames, which AMQP sends in a row on a channel) and confirms go
+    to their handlers as the connection reads them, instead of through the channel's
+    reader task, a DeliveredMessage and a task or a callback per message. Every other frame
+    goes on to the channel's own queue and reader."""
+
+    def __init__(self, frames: asyncio.Queue[tuple[int, Any]], *,
+                 on_delivery: DeliveryHandler | None, on_return: ReturnHandler | None,
+                 on_confirm: ConfirmHandler | None) -> None:
+        super().__init__()
+        self._frames = frames
+        self._with_content: dict[type, Callable[[Any, Basic.Properties, bytes], None]] = {}
+        if on_delivery is not None:
+            self._with_content[Basic.Deliver] = on_delivery
+        if on_return is not None:
+            self._with_content[Basic.Return] = on_return
+        self._on_confirm = on_confirm
+        self._method: Basic.Deliver | Basic.Return | None = None
+        self._header: ContentHeader | None = None
+        self._body: list[bytes] = []
+        self._received = 0
+
+    async def put(self, item: tuple[int, Any]) -> None:
+        frame = item[1]
+        if self._method is None:
+            kind = type(frame)
+            if kind in self._with_content:
+                self._method = frame
+            elif (kind is Basic.Ack or kind is Basic.Nack) and self._on_confirm is not None:
+                self._call(self._on_confirm, frame)
+            else:
+                await self._frames.put(item)
+            return
+        if self._header is None:
+            if type(frame) is not ContentHeader:
+                raise ValueError(f"unexpected frame {frame!r} instead of a content header")
+            self._header = frame
+            if not frame.body_size:
+                self._complete(b"")
+            return
+        if type(frame) is not ContentBody:
+            raise ValueError(f"unexpected frame {frame!r} instead of a content body")
+        self._body.append(frame.value)
+        self._received += len(frame.value)
+        if self._received >= self._header.body_size:
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._body = []
+            self._received = 0
+            self._complete(body)
+
+    def _complete(self, body: bytes) -> None:
+        method, header = self._method, self._header
+        self._method = self._header = None
+        assert method is not None and header is not None
+        self._call(self._with_content[type(method)], method, header.properties, body)
+
+    @staticmethod
+    def _call(handler: Callable[..., None], *args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception:  # the connection's reader must go on
+            logger.exception("handling %r failed", args[0])
+
+    async def get(self) -> tuple[int, Any]:
+        return await self._frames.get()
+
+    def task_done(self) -> None:
+        self._frames.task_done()
+
+
+def tap(channel: AbstractChannel, *, on_delivery: DeliveryHandler | None = None,
+        on_return: ReturnHandler | None = None,
+        on_confirm: ConfirmHandler | None = None) -> bool:
+    """Hand the channel's deliveries, returns and confirms to these handlers synchronously,
+    as they are read (see :class:`_Tap`; aiormq 7.2 internals). False when the channel is
+    not what this aiotq knows (another aiormq): consumers then keep being served by their
+    basic_consume callback."""
+    frames = getattr(channel, "frames", None)
+    if type(frames) is not asyncio.Queue:
+        return False
+    cast(Any, channel).frames = _Tap(frames, on_delivery=on_delivery, on_return=on_return,
+                                     on_confirm=on_confirm)
+    return True
+
+
 class _Pending:
     """One publish: its frames, and the future its caller awaits for the broker's confirm."""
 
-    __slots__ = ("frames", "future", "message_id", "tag")
+    __slots__ = ("deadline", "frames", "future", "message_id", "tag")
 
     def __init__(self, frames: list[bytes], message_id: str,
-                 future: asyncio.Future[Any]) -> None:
+                 future: asyncio.Future[None]) -> None:
         self.frames = frames
         self.message_id = message_id
         self.future = future
         self.tag = 0
+        self.deadline = math.inf
 
 
 def writable(channel: Channel) -> bool:
@@ -121,15 +217,14 @@ class Publisher:
     together, with consecutive delivery tags, as one socket write per ``EARLY`` publishes
     (so RabbitMQ starts on the first ones while the rest are still being encoded) and one
     for the rest at the end of the turn; each caller then awaits its own confirm. The
-    frames are written straight to the connection's socket (its writer comes from
-    :class:`_Streams`), not through aiormq's writer task. aiormq's channel still matches
-    the broker's acks and nacks (by delivery tag) and returns (by message id) to the
-    callers: this writes into its ``delivery_tag``, ``confirmations`` and
-    ``message_id_delivery_tag`` (aiormq 7.2, pinned in pyproject.toml;
-    tests/integration/test_amqp.py covers each).
+    frames go straight to the connection's socket (its writer comes from
+    :class:`_Streams`), and the broker's confirms and returns come straight from the
+    connection's reader (:func:`tap`): this class keeps the channel's publisher-confirm
+    bookkeeping itself, and aiormq only opens and closes the channel.
 
-    A closed channel or connection fails every publish not yet confirmed with the reason;
-    a confirm that does not come within ``timeout`` fails its publish with
+    A returned message fails its publish (PublishError), a nack too (DeliveryError); a
+    closed channel or connection fails every publish not yet confirmed with the reason; a
+    confirm that does not come within ``timeout`` fails its publish with
     :class:`TimeoutError`.
     """
 
@@ -151,9 +246,15 @@ class Publisher:
         self._methods: dict[tuple[str, str, bool], bytes] = {}
         self._queue: list[_Pending] = []
         self._scheduled = False
-        self._inflight: deque[tuple[float, list[_Pending]]] = deque()
+        #: The channel's last delivery tag, and its publishes not settled yet, by tag.
+        self._tag = 0
+        self._unconfirmed: OrderedDict[int, _Pending] = OrderedDict()
+        self._by_id: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False
+        if not tap(channel, on_return=self._on_return, on_confirm=self._on_confirm):
+            raise TransportError("cannot read confirms from this aiormq channel; this aiotq "
+                                 "needs aiormq 7.2")
         channel.closing.add_done_callback(self._on_closed)
 
     @property
@@ -194,9 +295,9 @@ class Publisher:
         return pending
 
     def forget(self, pending: _Pending) -> None:
-        """Its caller stopped waiting: aiormq must not settle a cancelled future."""
-        if pending.tag and self.channel.confirmations.get(pending.tag) is pending.future:
-            del self.channel.confirmations[pending.tag]
+        """Its caller stopped waiting (a publish written stays counted by the broker)."""
+        self._unconfirmed.pop(pending.tag, None)
+        self._by_id.pop(pending.message_id, None)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -207,59 +308,81 @@ class Publisher:
         if self.is_closed:
             self._fail(batch, None)
             return
-        channel = self.channel
-        confirmations = channel.confirmations
-        ids = channel.message_id_delivery_tag
-        tag = channel.delivery_tag
+        unconfirmed, by_id = self._unconfirmed, self._by_id
+        deadline = math.inf if self._timeout is None else self._loop.time() + self._timeout
+        tag = self._tag
         for pending in batch:
             tag += 1
             pending.tag = tag
-            confirmations[tag] = pending.future
-            ids[pending.message_id] = tag
-        channel.delivery_tag = tag
+            pending.deadline = deadline
+            unconfirmed[tag] = pending
+            by_id[pending.message_id] = pending
+        self._tag = tag
         self._writer.write(b"".join([frame for pending in batch for frame in pending.frames]))
-        deadline = math.inf if self._timeout is None else self._loop.time() + self._timeout
-        self._inflight.append((deadline, batch))
-        self._prune()
+        for pending in batch:
+            pending.frames = []
         if self._timer is None and self._timeout is not None:
-            self._timer = self._loop.call_at(self._inflight[0][0], self._expire)
+            self._timer = self._loop.call_at(deadline, self._expire)
 
-    def _prune(self) -> None:
-        """Drop confirmed batches (and aiormq's message ids of them) from the head."""
-        inflight = self._inflight
-        ids = self.channel.message_id_delivery_tag
-        while inflight:
-            batch = inflight[0][1]
-            for pending in batch:
-                if not pending.future.done():
-                    return
-            inflight.popleft()
-            for pending in batch:
-                ids.pop(pending.message_id, None)
+    def _on_confirm(self, frame: Basic.Ack | Basic.Nack) -> None:
+        tag = frame.delivery_tag
+        unconfirmed = self._unconfirmed
+        if not frame.multiple:
+            pending = unconfirmed.pop(tag, None)
+            if pending is not None:
+                self._settle(pending, frame)
+            return
+        while unconfirmed:
+            first = next(iter(unconfirmed))
+            if tag and first > tag:
+                break
+            self._settle(unconfirmed.pop(first), frame)
+
+    def _settle(self, pending: _Pending, frame: Basic.Ack | Basic.Nack) -> None:
+        self._by_id.pop(pending.message_id, None)
+        if pending.future.done():
+            return
+        if type(frame) is Basic.Ack:
+            pending.future.set_result(None)
+        else:
+            pending.future.set_exception(DeliveryError(None, frame))
+
+    def _on_return(self, frame: Basic.Return, properties: Basic.Properties,
+                   body: bytes) -> None:
+        # RabbitMQ returns a message before it confirms it.
+        pending = self._by_id.pop(cast(str, properties.message_id), None)
+        if pending is None:
+            logger.warning("RabbitMQ returned a message no publish waits for (%s)",
+                           properties.message_id)
+            return
+        self._unconfirmed.pop(pending.tag, None)
+        if not pending.future.done():
+            returned = DeliveredMessage(delivery=frame, header=ContentHeader(
+                body_size=len(body), properties=properties), body=body, channel=self.channel)
+            pending.future.set_exception(PublishError(returned, frame))
 
     def _expire(self) -> None:
         self._timer = None
-        self._prune()
+        unconfirmed = self._unconfirmed
         now = self._loop.time()
-        inflight = self._inflight
-        channel = self.channel
-        while inflight and inflight[0][0] <= now:
-            _, batch = inflight.popleft()
-            for pending in batch:
-                channel.message_id_delivery_tag.pop(pending.message_id, None)
-                if not pending.future.done():
-                    self.forget(pending)
-                    pending.future.set_exception(
-                        TimeoutError(f"no confirm from RabbitMQ within {self._timeout} s"))
-        if inflight:
-            self._timer = self._loop.call_at(inflight[0][0], self._expire)
+        while unconfirmed:
+            pending = unconfirmed[next(iter(unconfirmed))]
+            if pending.deadline > now:
+                self._timer = self._loop.call_at(pending.deadline, self._expire)
+                return
+            unconfirmed.popitem(last=False)
+            self._by_id.pop(pending.message_id, None)
+            if not pending.future.done():
+                pending.future.set_exception(
+                    TimeoutError(f"no confirm from RabbitMQ within {self._timeout} s"))
 
     def _on_closed(self, closing: asyncio.Future[Any]) -> None:
         self._lost = True
         reason = None if closing.cancelled() else closing.exception()
-        waiting = self._queue + [p for _, batch in self._inflight for p in batch]
+        waiting = self._queue + list(self._unconfirmed.values())
         self._queue = []
-        self._inflight.clear()
+        self._unconfirmed.clear()
+        self._by_id.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -358,79 +481,6 @@ class Acker:
             payload = self.frames(pending)
             if payload:
                 self._writer.write(payload)
-
-
-#: What a consumer gets for each delivery: the method frame, its properties, its body.
-DeliveryHandler = Callable[[Basic.Deliver, Basic.Properties, bytes], None]
-
-
-class _DeliveryTap(asyncio.Queue[tuple[int, Any]]):
-    """Stands in for an aiormq channel's inbound frame queue (``channel.frames``): the
-    frames of each delivery (Basic.Deliver, its content header, its body frames, which
-    AMQP sends in a row on a channel) go to ``handler`` as the connection reads them,
-    instead of through the channel's reader task, a DeliveredMessage and a task per
-    message; every other frame goes on to the channel's own queue and reader."""
-
-    def __init__(self, frames: asyncio.Queue[tuple[int, Any]],
-                 handler: DeliveryHandler) -> None:
-        super().__init__()
-        self._frames = frames
-        self._handler = handler
-        self._deliver: Basic.Deliver | None = None
-        self._header: ContentHeader | None = None
-        self._body: list[bytes] = []
-        self._received = 0
-
-    async def put(self, item: tuple[int, Any]) -> None:
-        frame = item[1]
-        if self._deliver is None:
-            if type(frame) is Basic.Deliver:
-                self._deliver = frame
-                return
-            await self._frames.put(item)
-            return
-        if self._header is None:
-            if type(frame) is not ContentHeader:
-                raise ValueError(f"unexpected frame {frame!r} instead of a content header")
-            self._header = frame
-            if not frame.body_size:
-                self._complete(b"")
-            return
-        if type(frame) is not ContentBody:
-            raise ValueError(f"unexpected frame {frame!r} instead of a content body")
-        self._body.append(frame.value)
-        self._received += len(frame.value)
-        if self._received >= self._header.body_size:
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            self._body = []
-            self._received = 0
-            self._complete(body)
-
-    def _complete(self, body: bytes) -> None:
-        deliver, header = self._deliver, self._header
-        self._deliver = self._header = None
-        assert deliver is not None and header is not None
-        try:
-            self._handler(deliver, header.properties, body)
-        except Exception:  # the connection's reader must go on
-            logger.exception("handling delivery %s failed", deliver.delivery_tag)
-
-    async def get(self) -> tuple[int, Any]:
-        return await self._frames.get()
-
-    def task_done(self) -> None:
-        self._frames.task_done()
-
-
-def tap_deliveries(channel: AbstractChannel, handler: DeliveryHandler) -> bool:
-    """Hand the channel's deliveries to ``handler`` synchronously, as they are read (see
-    :class:`_DeliveryTap`; aiormq 7.2 internals). Consumers keep a basic_consume callback
-    calling the same handler, which serves when the tap is not in place."""
-    frames = getattr(channel, "frames", None)
-    if type(frames) is not asyncio.Queue:
-        return False
-    cast(Any, channel).frames = _DeliveryTap(frames, handler)
-    return True
 
 
 class _Streams(TransportFactory):

@@ -22,7 +22,7 @@ import pytest
 from aiormq.abc import AbstractChannel
 
 from aiotq import _amqp_wire as wire
-from aiotq._amqp import _DeliveryTap
+from aiotq._amqp import _Tap
 from aiotq.broker import amqp as amqp_broker
 from aiotq.broker.amqp import MAX_DELAY_LEVEL, AMQPBroker, delay_queue
 from aiotq.broker.base import BrokerContext, Consumer, Delivery, Outgoing, Route
@@ -417,11 +417,9 @@ async def test_one_unroutable_publish_of_a_batch_fails_alone(make_broker: MakeBr
         else:
             assert result is None
     assert await admin.count(queue_name) == 50
-    # Every confirm and return was matched, and nothing is left behind in aiormq's maps.
-    assert publisher.channel.confirmations == {}
-    await connection.publish(publisher, b"x", PLAIN, "", queue_name)  # prunes the last batch
-    assert set(publisher.channel.message_id_delivery_tag) <= {
-        p.message_id for _, batch in publisher._inflight for p in batch}
+    # Every confirm and return was matched, and nothing is left behind.
+    assert not publisher._unconfirmed and not publisher._by_id
+    assert isinstance(getattr(publisher.channel, "frames", None), _Tap)
 
 
 async def test_nacked_publishes_are_transport_errors(make_broker: MakeBroker, admin: Admin,
@@ -494,7 +492,7 @@ async def test_a_confirm_that_does_not_come_is_a_timeout(make_broker: MakeBroker
     for result in results:
         assert isinstance(result, TransportError)
         assert isinstance(result.__cause__, TimeoutError)
-    assert publisher.channel.confirmations == {}  # the late confirms are ignored quietly
+    assert not publisher._unconfirmed  # the late confirms are ignored quietly
     proxy.replies.set()
 
 
@@ -507,7 +505,7 @@ async def test_a_cancelled_publish_leaves_the_batch_alone(make_broker: MakeBroke
     tasks = [asyncio.ensure_future(connection.publish(publisher, b"x", PLAIN, "", queue_name))
              for _ in range(6)]
     tasks[1].cancel()  # before the batch is written: never sent
-    while not publisher._inflight:
+    while not publisher._unconfirmed:
         await asyncio.sleep(0)
     tasks[4].cancel()  # written: sent, its confirm ignored
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -524,13 +522,13 @@ async def test_acks_in_any_order_settle_every_delivery_once(
         make_broker: MakeBroker, admin: Admin, queue_name: str, tapped: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     if not tapped:  # what an aiormq that changed its internals would give: the slow path
-        monkeypatch.setattr(amqp_broker, "tap_deliveries", lambda channel, handler: False)
+        monkeypatch.setattr(amqp_broker, "tap", lambda channel, **handlers: False)
     broker = await make_broker()
     await broker.publish_many([Outgoing(message(n), Route(queue_name)) for n in range(300)])
     consumer = await broker.consumer([queue_name], prefetch=50)
     try:
         channel = consumer._subscription.channel
-        assert isinstance(getattr(channel, "frames", None), _DeliveryTap) is tapped
+        assert isinstance(getattr(channel, "frames", None), _Tap) is tapped
         got = await take(consumer, 300, timeout=30)
         assert sorted(d.message.headers["id"] for d in got) == sorted(
             f"id-{n}" for n in range(300))

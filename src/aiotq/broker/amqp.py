@@ -45,7 +45,7 @@ from .._amqp import (
     Properties,
     Publisher,
     Subscription,
-    tap_deliveries,
+    tap,
     transport_error,
 )
 from ..exceptions import AiotqError, EncodeError, ImproperlyConfigured, UnroutableError
@@ -221,7 +221,7 @@ class AMQPConsumer:
         self._tags = {}
         self._queue_of = {}
         self._acker = Acker(channel, self._broker._conn.writer())
-        tap_deliveries(channel, self._on_delivery)
+        tap(channel, on_delivery=self._on_delivery)
         try:
             await channel.basic_qos(prefetch_count=self._prefetch, global_=self._global_qos)
             channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
@@ -253,7 +253,7 @@ class AMQPConsumer:
         self._spawn(channel.close())
 
     async def _on_message(self, raw: DeliveredMessage) -> None:
-        """aiormq's callback, for deliveries the tap did not take (see tap_deliveries)."""
+        """aiormq's callback, for deliveries the tap did not take (see :func:`tap`)."""
         acker = self._acker
         if acker is not None and raw.channel is acker.channel:
             self._on_delivery(cast(Basic.Deliver, raw.delivery), raw.header.properties,

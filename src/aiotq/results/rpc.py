@@ -35,7 +35,7 @@ from .._amqp import (
     AMQPConnection,
     Arguments,
     Subscription,
-    tap_deliveries,
+    tap,
     transport_error,
 )
 from .._waiters import Waiters, wait_any
@@ -133,13 +133,13 @@ class RPCBackend:
         try:
             await channel.queue_declare(queue, durable=True, arguments=arguments)
             # Replies are read as the connection reads them, without a task each.
-            tap_deliveries(channel, lambda _, props, body: self._on_reply(props, body))
+            tap(channel, on_delivery=lambda _, props, body: self._on_reply(props, body))
             await channel.basic_consume(queue, self._on_delivered, no_ack=True)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"consuming the reply queue {queue}", exc) from exc
 
     async def _on_delivered(self, raw: DeliveredMessage) -> None:
-        """aiormq's callback, for replies the tap did not take (see tap_deliveries)."""
+        """aiormq's callback, for replies the tap did not take (see :func:`tap`)."""
         self._on_reply(raw.header.properties, raw.body)
 
     def _on_reply(self, props: Basic.Properties, body: bytes) -> None:
