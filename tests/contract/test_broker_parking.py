@@ -7,15 +7,15 @@ tested in tests/integration/test_amqp.py instead.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from aiotq.broker.base import Broker, BrokerContext, Route, create_broker
+from aiotq.broker.base import Broker, Route
 from aiotq.clock import ManualClock
-from aiotq.settings import Settings
 from tests.conftest import REDIS_URL
-from tests.contract.test_broker import message
+from tests.contract.test_broker import broker, clock, message
+
+__all__ = ["broker", "clock"]
 
 pytestmark = pytest.mark.parametrize(
     "url",
@@ -25,23 +25,6 @@ pytestmark = pytest.mark.parametrize(
         pytest.param(REDIS_URL, id="redis", marks=pytest.mark.redis),
     ],
 )
-
-
-@pytest.fixture
-async def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def broker(url: str, resolve_url: Callable[[str], str], clock: ManualClock
-                 ) -> AsyncIterator[Broker]:
-    settings = Settings(worker_lease_timeout=1.0, worker_eta_horizon=60.0)
-    instance = create_broker(BrokerContext(resolve_url(url), settings, clock))
-    await instance.connect()
-    try:
-        yield instance
-    finally:
-        await instance.close()
 
 
 def at(clock: ManualClock, seconds: float) -> dt.datetime:
