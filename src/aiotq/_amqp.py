@@ -9,14 +9,16 @@ with plain aiormq channels opened from the live transport on demand:
 * one topology channel for declarations, each declared once per connection (cached until
   the connection is replaced);
 * :class:`Subscription`: a consuming channel that re-declares and consumes again by
-  itself after a channel or connection loss; its deliveries are read by a :func:`tap`
-  handler as the connection reads them, and acked in batches by an :class:`Acker`.
+  itself after a channel or connection loss; a consumer's deliveries come from
+  :meth:`AMQPConnection.tap` and are acked in batches by an :class:`Acker`.
 
-The hot paths (publishing and its confirms, acking, reading deliveries) bypass aiormq's
-per-message machinery: aiotq writes their frames (encoded by :mod:`aiotq._amqp_wire`) to
-the socket and reads them from the connection's reader itself, through internals of
-aiormq 7.2 that pyproject.toml pins and tests/integration/test_amqp.py covers. aiormq
-still opens, closes and declares.
+The hot paths (publishing and its confirms, acking, deliveries) bypass aiormq's
+per-message machinery: aiotq opens the socket (:class:`_Streams`, aiormq's transport
+factory, handed over by aio-pika), writes those frames to it and takes them out of what
+it reads (:class:`_Reader`), encoded and decoded by :mod:`aiotq._amqp_wire`. aiormq
+still opens and closes channels, declares, consumes and keeps the connection alive; the
+few of its internals this touches are pinned in pyproject.toml and covered by
+tests/integration/test_amqp.py.
 
 A publish while the connection is down fails at once with
 :class:`~aiotq.exceptions.TransportError` (the caller's retry policy decides), instead of
@@ -33,26 +35,22 @@ import math
 import secrets
 import struct
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import Any, SupportsIndex, cast
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq import Channel
-from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from aiormq.abc import AbstractChannel
+from aiormq.connection import TransportFactory
 from aiormq.exceptions import (
+    AMQPConnectionError,
     AMQPError,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
-    DeliveryError,
-    PublishError,
 )
-from pamqp.body import ContentBody
-from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
 from . import _amqp_wire as wire
 from .exceptions import EncodeError, TransportError, UnroutableError
@@ -94,99 +92,179 @@ ENCODE_ERRORS: tuple[type[BaseException], ...] = (TypeError, ValueError, Overflo
                                                   struct.error)
 
 
-#: What a consumer gets for each delivery: the method frame, its properties, its body.
-DeliveryHandler = Callable[[Basic.Deliver, Basic.Properties, bytes], None]
+#: What a consumer gets for each delivery: the method's arguments, properties, body.
+DeliveryHandler = Callable[[wire.Deliver, wire.Props, bytes], None]
 #: What a publisher gets for each returned message, the same way.
-ReturnHandler = Callable[[Basic.Return, Basic.Properties, bytes], None]
+ReturnHandler = Callable[[wire.Return, wire.Props, bytes], None]
 #: What a publisher gets for each confirm.
-ConfirmHandler = Callable[[Basic.Ack | Basic.Nack], None]
+ConfirmHandler = Callable[[wire.Confirm], None]
+
+_CHANNEL_CLOSING = {(20, 40), (20, 41)}  # channel.close, channel.close-ok
 
 
-class _Tap(asyncio.Queue[tuple[int, Any]]):
-    """Stands in for an aiormq channel's inbound frame queue (``channel.frames``), which
-    the connection's reader fills: deliveries, returned messages (a method frame, its
-    content header and body frames, which AMQP sends in a row on a channel) and confirms go
-    to their handlers as the connection reads them, instead of through the channel's
-    reader task, a DeliveredMessage and a task or a callback per message. Every other frame
-    goes on to the channel's own queue and reader."""
+class _Tap:
+    """What aiotq takes from one channel's frames (see :class:`_Reader`)."""
 
-    def __init__(self, frames: asyncio.Queue[tuple[int, Any]], *,
-                 on_delivery: DeliveryHandler | None, on_return: ReturnHandler | None,
+    __slots__ = ("_body", "_handler", "_method", "_needed", "_props", "on_confirm",
+                 "on_delivery", "on_return")
+
+    def __init__(self, on_delivery: DeliveryHandler | None, on_return: ReturnHandler | None,
                  on_confirm: ConfirmHandler | None) -> None:
-        super().__init__()
-        self._frames = frames
-        self._with_content: dict[type, Callable[[Any, Basic.Properties, bytes], None]] = {}
-        if on_delivery is not None:
-            self._with_content[Basic.Deliver] = on_delivery
-        if on_return is not None:
-            self._with_content[Basic.Return] = on_return
-        self._on_confirm = on_confirm
-        self._method: Basic.Deliver | Basic.Return | None = None
-        self._header: ContentHeader | None = None
+        self.on_delivery = on_delivery
+        self.on_return = on_return
+        self.on_confirm = on_confirm
+        self._handler: Callable[[Any, wire.Props, bytes], None] | None = None
+        self._method: wire.Deliver | wire.Return | None = None
+        self._props = wire.Props()
         self._body: list[bytes] = []
-        self._received = 0
+        self._needed = 0
 
-    async def put(self, item: tuple[int, Any]) -> None:
-        frame = item[1]
-        if self._method is None:
-            kind = type(frame)
-            if kind in self._with_content:
-                self._method = frame
-            elif (kind is Basic.Ack or kind is Basic.Nack) and self._on_confirm is not None:
-                self._call(self._on_confirm, frame)
-            else:
-                await self._frames.put(item)
-            return
-        if self._header is None:
-            if type(frame) is not ContentHeader:
-                raise ValueError(f"unexpected frame {frame!r} instead of a content header")
-            self._header = frame
-            if not frame.body_size:
+    def take(self, kind: int, data: bytes, start: int, end: int) -> bool:
+        """Handle the frame whose payload is ``data[start:end]`` if it is one of ours."""
+        if kind == wire.FRAME_METHOD:
+            if self._handler is not None:
+                logger.error("a method frame came before the content of %r", self._method)
+                self._handler = None
+            return self._take_method(data, start)
+        if self._handler is None:
+            return False
+        if kind == wire.FRAME_HEADER:
+            self._needed = wire.CONTENT_HEAD.unpack_from(data, start)[2]
+            try:
+                self._props = wire.decode_properties(data, start + 12)
+            except (ValueError, struct.error, IndexError) as exc:
+                # pamqp would close the connection over it, and the message would come back
+                # to do so again: deliver it without properties instead (the worker
+                # dead-letters a message without headers).
+                logger.warning("cannot decode the properties of %r: %s", self._method, exc)
+                self._props = wire.Props()
+            if not self._needed:
                 self._complete(b"")
-            return
-        if type(frame) is not ContentBody:
-            raise ValueError(f"unexpected frame {frame!r} instead of a content body")
-        self._body.append(frame.value)
-        self._received += len(frame.value)
-        if self._received >= self._header.body_size:
+            return True
+        if kind != wire.FRAME_BODY:
+            return False
+        self._body.append(data[start:end])
+        self._needed -= end - start
+        if self._needed <= 0:
             body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
             self._body = []
-            self._received = 0
             self._complete(body)
+        return True
+
+    def _take_method(self, data: bytes, start: int) -> bool:
+        class_id, method_id = wire.METHOD_IDS.unpack_from(data, start)
+        if class_id != wire.BASIC:
+            return False
+        if method_id == 60 and self.on_delivery is not None:  # basic.deliver
+            self._method = wire.decode_deliver(data, start + 4)
+            self._handler = self.on_delivery
+        elif method_id in (80, 120) and self.on_confirm is not None:  # basic.ack / nack
+            _call(self.on_confirm, wire.decode_confirm(data, start + 4, method_id == 80))
+        elif method_id == 50 and self.on_return is not None:  # basic.return
+            self._method = wire.decode_return(data, start + 4)
+            self._handler = self.on_return
+        else:
+            return False
+        return True
 
     def _complete(self, body: bytes) -> None:
-        method, header = self._method, self._header
-        self._method = self._header = None
-        assert method is not None and header is not None
-        self._call(self._with_content[type(method)], method, header.properties, body)
-
-    @staticmethod
-    def _call(handler: Callable[..., None], *args: Any) -> None:
-        try:
-            handler(*args)
-        except Exception:  # the connection's reader must go on
-            logger.exception("handling %r failed", args[0])
-
-    async def get(self) -> tuple[int, Any]:
-        return await self._frames.get()
-
-    def task_done(self) -> None:
-        self._frames.task_done()
+        handler, self._handler = self._handler, None
+        assert handler is not None
+        _call(handler, self._method, self._props, body)
 
 
-def tap(channel: AbstractChannel, *, on_delivery: DeliveryHandler | None = None,
-        on_return: ReturnHandler | None = None,
-        on_confirm: ConfirmHandler | None = None) -> bool:
-    """Hand the channel's deliveries, returns and confirms to these handlers synchronously,
-    as they are read (see :class:`_Tap`; aiormq 7.2 internals). False when the channel is
-    not what this aiotq knows (another aiormq): consumers then keep being served by their
-    basic_consume callback."""
-    frames = getattr(channel, "frames", None)
-    if type(frames) is not asyncio.Queue:
-        return False
-    cast(Any, channel).frames = _Tap(frames, on_delivery=on_delivery, on_return=on_return,
-                                     on_confirm=on_confirm)
-    return True
+def _call(handler: Callable[..., None], *args: Any) -> None:
+    try:
+        handler(*args)
+    except Exception:  # the connection's reader must go on
+        logger.exception("handling %r failed", args[0])
+
+
+class _Reader(asyncio.StreamReader):
+    """The connection's stream reader, behind a filter.
+
+    The frames of the channels aiotq tapped that it handles itself (deliveries, confirms,
+    returned messages) are decoded here as the socket delivers them
+    (:mod:`aiotq._amqp_wire`) and go to their handlers at once; they never reach aiormq,
+    whose frame reader (three reads, a lock and a pamqp decode per frame, a queue and a
+    task per channel) cost a consumer more than everything else it does. Every other frame
+    reaches aiormq unchanged and in order. A tap ends with its channel's close or close-ok,
+    so a channel number aiormq reuses is not tapped."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._taps: dict[int, _Tap] = {}
+        self._rest = b""
+        self._raw = False
+
+    def tap(self, channel: int, *, on_delivery: DeliveryHandler | None = None,
+            on_return: ReturnHandler | None = None,
+            on_confirm: ConfirmHandler | None = None) -> None:
+        self._taps[channel] = _Tap(on_delivery, on_return, on_confirm)
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        chunk = cast(bytes, data)  # what asyncio's protocol gives
+        if self._raw:
+            super().feed_data(chunk)
+            return
+        if self._rest:
+            chunk, self._rest = self._rest + chunk, b""
+        elif chunk[:4] == b"AMQP" and not self._taps:  # the server's protocol header: refused
+            self._raw = True
+            super().feed_data(chunk)
+            return
+        kept = self._filter(chunk)
+        if kept:
+            super().feed_data(kept[0] if len(kept) == 1 else b"".join(kept))
+
+    def _filter(self, data: bytes) -> list[bytes]:
+        """Take the frames of ours out of ``data``; return what aiormq gets, keep the end
+        of a frame cut short for the next chunk."""
+        taps = self._taps
+        size = len(data)
+        position = passed = 0
+        kept: list[bytes] = []
+        while size - position >= 7:
+            kind, channel, length = wire.FRAME_HEAD.unpack_from(data, position)
+            end = position + 8 + length
+            if end > size:
+                break
+            if data[end - 1] != 0xCE:  # not a frame: aiormq reports it
+                self._raw = True
+                position = size
+                break
+            tapped = taps.get(channel) if taps else None
+            if tapped is not None:
+                start = position + 7
+                if tapped.take(kind, data, start, end - 1):
+                    if passed < position:
+                        kept.append(data[passed:position])
+                    passed = end
+                elif kind == wire.FRAME_METHOD and \
+                        wire.METHOD_IDS.unpack_from(data, start) in _CHANNEL_CLOSING:
+                    del taps[channel]
+            position = end
+        if passed < position:
+            kept.append(data if passed == 0 and position == size else data[passed:position])
+        self._rest = data[position:]
+        return kept
+
+    def feed_eof(self) -> None:
+        if self._rest:  # a frame cut short: aiormq reports the connection closed mid-frame
+            super().feed_data(self._rest)
+            self._rest = b""
+        super().feed_eof()
+
+
+class _Socket:
+    """A connection's socket as aiotq uses it: frames written straight to ``writer``,
+    channels tapped on ``reader``."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
 
 
 class _Pending:
@@ -217,15 +295,14 @@ class Publisher:
     together, with consecutive delivery tags, as one socket write per ``EARLY`` publishes
     (so RabbitMQ starts on the first ones while the rest are still being encoded) and one
     for the rest at the end of the turn; each caller then awaits its own confirm. The
-    frames go straight to the connection's socket (its writer comes from
-    :class:`_Streams`), and the broker's confirms and returns come straight from the
-    connection's reader (:func:`tap`): this class keeps the channel's publisher-confirm
-    bookkeeping itself, and aiormq only opens and closes the channel.
+    frames go straight to the connection's socket, and the broker's confirms and returns
+    come straight from it (:class:`_Reader`): this class keeps the channel's
+    publisher-confirm bookkeeping itself, and aiormq only opens and closes the channel.
 
-    A returned message fails its publish (PublishError), a nack too (DeliveryError); a
-    closed channel or connection fails every publish not yet confirmed with the reason; a
-    confirm that does not come within ``timeout`` fails its publish with
-    :class:`TimeoutError`.
+    A returned message fails its publish with :class:`UnroutableError`, a nack with
+    :class:`TransportError`; a closed channel or connection fails every publish not yet
+    confirmed with the reason; a confirm that does not come within ``timeout`` fails its
+    publish with :class:`TimeoutError`.
     """
 
     #: Publishes written at once when this many wait (see the class docstring).
@@ -233,11 +310,11 @@ class Publisher:
     #: Bytes waiting in the socket's buffer above which a publish waits for it to drain.
     BACKLOG = 1 << 20
 
-    def __init__(self, channel: AbstractChannel, writer: asyncio.StreamWriter,
+    def __init__(self, channel: AbstractChannel, socket: _Socket,
                  timeout: float | None) -> None:
         self.channel = cast(Channel, channel)
         self.number: int = channel.number
-        self._writer = writer
+        self._writer = socket.writer
         self._frame_max: int = self.channel.connection.connection_tune.frame_max
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -252,9 +329,7 @@ class Publisher:
         self._by_id: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False
-        if not tap(channel, on_return=self._on_return, on_confirm=self._on_confirm):
-            raise TransportError("cannot read confirms from this aiormq channel; this aiotq "
-                                 "needs aiormq 7.2")
+        socket.reader.tap(self.number, on_return=self._on_return, on_confirm=self._on_confirm)
         channel.closing.add_done_callback(self._on_closed)
 
     @property
@@ -324,42 +399,43 @@ class Publisher:
         if self._timer is None and self._timeout is not None:
             self._timer = self._loop.call_at(deadline, self._expire)
 
-    def _on_confirm(self, frame: Basic.Ack | Basic.Nack) -> None:
-        tag = frame.delivery_tag
+    def _on_confirm(self, confirm: wire.Confirm) -> None:
+        tag = confirm.delivery_tag
         unconfirmed = self._unconfirmed
-        if not frame.multiple:
+        if not confirm.multiple:
             pending = unconfirmed.pop(tag, None)
             if pending is not None:
-                self._settle(pending, frame)
+                self._settle(pending, confirm)
             return
         while unconfirmed:
             first = next(iter(unconfirmed))
             if tag and first > tag:
                 break
-            self._settle(unconfirmed.pop(first), frame)
+            self._settle(unconfirmed.pop(first), confirm)
 
-    def _settle(self, pending: _Pending, frame: Basic.Ack | Basic.Nack) -> None:
+    def _settle(self, pending: _Pending, confirm: wire.Confirm) -> None:
         self._by_id.pop(pending.message_id, None)
         if pending.future.done():
             return
-        if type(frame) is Basic.Ack:
+        if confirm.ack:
             pending.future.set_result(None)
         else:
-            pending.future.set_exception(DeliveryError(None, frame))
+            pending.future.set_exception(
+                TransportError("RabbitMQ refused the message (nack)"))
 
-    def _on_return(self, frame: Basic.Return, properties: Basic.Properties,
-                   body: bytes) -> None:
+    def _on_return(self, returned: wire.Return, properties: wire.Props, body: bytes) -> None:
         # RabbitMQ returns a message before it confirms it.
-        pending = self._by_id.pop(cast(str, properties.message_id), None)
+        pending = self._by_id.pop(properties.message_id or "", None)
         if pending is None:
             logger.warning("RabbitMQ returned a message no publish waits for (%s)",
                            properties.message_id)
             return
         self._unconfirmed.pop(pending.tag, None)
         if not pending.future.done():
-            returned = DeliveredMessage(delivery=frame, header=ContentHeader(
-                body_size=len(body), properties=properties), body=body, channel=self.channel)
-            pending.future.set_exception(PublishError(returned, frame))
+            pending.future.set_exception(UnroutableError(
+                f"RabbitMQ returned the message ({returned.reply_code} {returned.reply_text}):"
+                f" no queue is bound to exchange {returned.exchange!r} with routing key "
+                f"{returned.routing_key!r}"))
 
     def _expire(self) -> None:
         self._timer = None
@@ -484,18 +560,28 @@ class Acker:
 
 
 class _Streams(TransportFactory):
-    """Opens a connection's socket as aiormq does, and keeps its writer: publishers and
-    ackers write their batches to it themselves. aio-pika hands it to aiormq with each
-    (re)connection; the newest socket is the live connection's."""
+    """Opens a connection's socket as aiormq would (``asyncio.open_connection``), with
+    aiotq's :class:`_Reader`, and keeps it: publishers, ackers and consumers use it
+    directly. aio-pika hands this opener to aiormq for each (re)connection, so the newest
+    socket is the live connection's."""
 
     def __init__(self) -> None:
-        self.writer: asyncio.StreamWriter | None = None
+        self.socket: _Socket | None = None
 
     async def create(self, url: Any, **kwargs: Any
                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        opener = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
-        reader, writer = await opener.create(url, **kwargs)
-        self.writer = writer
+        provider = kwargs.pop("ssl_context_provider", None)
+        ssl = await provider.get_context() if url.scheme == "amqps" else None
+        loop = asyncio.get_running_loop()
+        reader = _Reader(kwargs.pop("limit", 2 ** 16), loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: protocol, url.host, url.port, ssl=ssl, **kwargs)
+        except OSError as exc:
+            raise AMQPConnectionError(*exc.args) from exc
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self.socket = _Socket(reader, writer)
         return reader, writer
 
 
@@ -589,13 +675,18 @@ class AMQPConnection:
         except CHANNEL_ERRORS as exc:
             raise transport_error("opening a channel", exc) from exc
 
-    def writer(self) -> asyncio.StreamWriter:
-        """The live connection's socket writer (for a channel just opened on it)."""
-        writer = self._streams.writer
-        if writer is None:
+    def tap(self, channel: AbstractChannel, *, on_delivery: DeliveryHandler) -> None:
+        """Hand ``channel``'s deliveries to ``on_delivery`` as they are read (see
+        :class:`_Reader`), instead of to its basic_consume callbacks."""
+        self.socket().reader.tap(channel.number, on_delivery=on_delivery)
+
+    def socket(self) -> _Socket:
+        """The live connection's socket (for a channel just opened on it)."""
+        socket = self._streams.socket
+        if socket is None:
             raise TransportError("aio-pika did not open the socket through aiotq's opener; "
                                  "this aiotq needs aio-pika 10.2 and aiormq 7.2")
-        return writer
+        return socket
 
     # -- publishing --
 
@@ -616,7 +707,7 @@ class AMQPConnection:
             publisher = self._pool[slot]
             if publisher is None or publisher.is_closed:
                 channel = await self.channel(confirms=True)
-                publisher = self._pool[slot] = Publisher(channel, self.writer(),
+                publisher = self._pool[slot] = Publisher(channel, self.socket(),
                                                          self._publish_timeout)
             return publisher
 
@@ -639,13 +730,6 @@ class AMQPConnection:
         except asyncio.CancelledError:
             publisher.forget(pending)
             raise
-        except PublishError as exc:
-            raise UnroutableError(
-                f"RabbitMQ returned the message: no queue is bound to exchange {exchange!r} "
-                f"with routing key {routing_key!r}"
-            ) from exc
-        except DeliveryError as exc:
-            raise TransportError(f"RabbitMQ refused the message (nack): {exc!r}") from exc
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"publishing to {exchange!r}/{routing_key!r}", exc) from exc
 

@@ -1,4 +1,4 @@
-"""The AMQP 0-9-1 frames on aiotq's hot paths, encoded directly.
+"""The AMQP 0-9-1 frames on aiotq's hot paths, encoded and decoded directly.
 
 pamqp encodes a frame by walking its attribute specs and dispatching each value through
 several generic functions; for a Celery message (a 16-entry header table) that costs more
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pamqp import constants
+from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 
 FRAME_METHOD = 1
@@ -25,7 +26,11 @@ FRAME_END = b"\xce"
 FRAME_OVERHEAD = 8
 BASIC = 60
 
-_frame_head = struct.Struct(">BHI")
+#: A frame's type, channel and payload size; a method's class and method; a content
+#: header's class, weight and body size.
+FRAME_HEAD = struct.Struct(">BHI")
+METHOD_IDS = struct.Struct(">HH")
+CONTENT_HEAD = struct.Struct(">HHQ")
 _header_head = struct.Struct(">HHQH")
 _publish_head = struct.Struct(">BHIHHH")  # frame head, class, method, ticket
 _ack = struct.Struct(">BHIHHQBB")  # frame head, class, method, tag, bits, frame-end
@@ -37,6 +42,8 @@ _u16 = struct.Struct(">H")
 _i32 = struct.Struct(">l")
 _u32l = struct.Struct(">L")
 _i64 = struct.Struct(">q")
+_f64 = struct.Struct(">d")
+_tag_bits = struct.Struct(">QB")
 _f32 = struct.Struct(">f")
 
 _EXCHANGE_NAME = constants.DOMAIN_REGEX["exchange-name"]
@@ -229,16 +236,16 @@ def content(channel: int, flags: int, values: bytes, message_id: str | None, bod
         values += _shortstr(message_id)
     size = len(body)
     header = _header_head.pack(BASIC, 0, size, flags) + values
-    out = [_frame_head.pack(FRAME_HEADER, channel, len(header)), header, FRAME_END]
+    out = [FRAME_HEAD.pack(FRAME_HEADER, channel, len(header)), header, FRAME_END]
     if not size:
         return out
     chunk = frame_max - FRAME_OVERHEAD
     if size <= chunk:
-        out += (_frame_head.pack(FRAME_BODY, channel, size), body, FRAME_END)
+        out += (FRAME_HEAD.pack(FRAME_BODY, channel, size), body, FRAME_END)
         return out
     for start in range(0, size, chunk):
         piece = body[start:start + chunk]
-        out += (_frame_head.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END)
+        out += (FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END)
     return out
 
 
@@ -246,3 +253,206 @@ def ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """A Basic.Ack method frame."""
     return _ack.pack(FRAME_METHOD, channel, 13, BASIC, 80, delivery_tag, 1 if multiple else 0,
                      206)
+
+
+# -- decoding -------------------------------------------------------------------------
+
+
+
+class Props:
+    """The properties of a delivered or returned message (``Basic.Properties``' names; a
+    property the message does not have is None)."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: dict[str, Any] | None = None
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: Any = None
+    message_type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+
+
+class Deliver(NamedTuple):
+    consumer_tag: str
+    delivery_tag: int
+    redelivered: bool
+    exchange: str
+    routing_key: str
+
+
+class Return(NamedTuple):
+    reply_code: int
+    reply_text: str
+    exchange: str
+    routing_key: str
+
+
+class Confirm(NamedTuple):
+    """A basic.ack (``ack``) or basic.nack from the broker, for publisher confirms."""
+
+    delivery_tag: int
+    multiple: bool
+    ack: bool
+
+
+def _decode_shortstr(data: bytes, offset: int) -> tuple[str, int]:
+    end = offset + 1 + data[offset]
+    return data[offset + 1:end].decode(), end
+
+
+def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
+    """One field value (its type octet first), as pamqp's ``embedded_value`` decodes it."""
+    if offset >= len(data):
+        return None, offset
+    kind = data[offset]
+    offset += 1
+    if kind == 0x53:  # S
+        (size,) = _u32.unpack_from(data, offset)
+        offset += 4
+        raw = data[offset:offset + size]
+        try:
+            return raw.decode(), offset + size
+        except UnicodeDecodeError:
+            return raw, offset + size
+    if kind == 0x56 or kind == 0:  # V
+        return None, offset
+    if kind == 0x74:  # t
+        return bool(data[offset]), offset + 1
+    if kind == 0x46:  # F
+        return decode_table(data, offset)
+    if kind == 0x41:  # A
+        return _decode_array(data, offset)
+    number = _NUMBERS.get(kind)
+    if number is not None:
+        return number.unpack_from(data, offset)[0], offset + number.size
+    decoder = pamqp_decode.TABLE_MAPPING.get(bytes((kind,)))
+    if decoder is None:
+        raise ValueError(f"Unknown type: {bytes((kind,))!r}")
+    consumed, value = decoder(data[offset:])
+    return value, offset + consumed
+
+
+_NUMBERS: dict[int, struct.Struct] = {
+    0x62: _b8, 0x42: _u8, 0x73: _i16, 0x75: _u16, 0x49: _i32, 0x69: _u32l,  # b B s u I i
+    0x6C: _i64, 0x4C: _i64, 0x66: _f32, 0x64: _f64,  # l L f d
+}
+
+
+def _decode_array(data: bytes, offset: int) -> tuple[list[Any], int]:
+    (size,) = _u32.unpack_from(data, offset)
+    offset += 4
+    end = offset + size
+    if end > len(data):
+        raise ValueError("Field array length exceeds available data")
+    items = []
+    while offset < end:
+        item, offset = _decode_value(data, offset)
+        items.append(item)
+    return items, offset
+
+
+def decode_table(data: bytes, offset: int) -> tuple[dict[str, Any], int]:
+    """A field table at ``offset`` (its length first) and where it ends, as pamqp's
+    ``field_table`` decodes it."""
+    (size,) = _u32.unpack_from(data, offset)
+    offset += 4
+    end = offset + size
+    if end > len(data):
+        raise ValueError("Field table length exceeds available data")
+    table: dict[str, Any] = {}
+    unpack_u32 = _u32.unpack_from
+    while offset < end:
+        key_end = offset + 1 + data[offset]
+        if key_end > end:
+            raise ValueError("Field table key length exceeds data")
+        key = data[offset + 1:key_end].decode()
+        kind = data[key_end] if key_end < len(data) else -1
+        if kind == 0x53:  # S, the common case, inline
+            start = key_end + 5
+            offset = start + unpack_u32(data, key_end + 1)[0]
+            raw = data[start:offset]
+            try:
+                table[key] = raw.decode()
+            except UnicodeDecodeError:
+                table[key] = raw
+        elif kind == 0x56:  # V
+            table[key] = None
+            offset = key_end + 1
+        else:
+            table[key], offset = _decode_value(data, key_end)
+    return table, end
+
+
+def _decode_octet(data: bytes, offset: int) -> tuple[int, int]:
+    return data[offset], offset + 1
+
+
+def _decode_timestamp(data: bytes, offset: int) -> tuple[Any, int]:
+    return pamqp_decode.timestamp(data[offset:offset + 8])[1], offset + 8
+
+
+_PROPERTIES: tuple[tuple[int, str, Callable[[bytes, int], tuple[Any, int]]], ...] = (
+    (CONTENT_TYPE, "content_type", _decode_shortstr),
+    (CONTENT_ENCODING, "content_encoding", _decode_shortstr),
+    (HEADERS, "headers", decode_table),
+    (DELIVERY_MODE, "delivery_mode", _decode_octet),
+    (PRIORITY, "priority", _decode_octet),
+    (CORRELATION_ID, "correlation_id", _decode_shortstr),
+    (REPLY_TO, "reply_to", _decode_shortstr),
+    (1 << 8, "expiration", _decode_shortstr),
+    (MESSAGE_ID, "message_id", _decode_shortstr),
+    (1 << 6, "timestamp", _decode_timestamp),
+    (1 << 5, "message_type", _decode_shortstr),
+    (1 << 4, "user_id", _decode_shortstr),
+    (1 << 3, "app_id", _decode_shortstr),
+    (1 << 2, "cluster_id", _decode_shortstr),
+)
+
+
+def decode_properties(data: bytes, offset: int) -> Props:
+    """The properties of a content header, from its property flags at ``offset`` on, as
+    pamqp's ``Basic.Properties.unmarshal`` decodes them. Raises ValueError (or
+    struct.error, IndexError) on malformed data."""
+    (flags,) = _u16.unpack_from(data, offset)
+    offset += 2
+    while data[offset - 1] & 1:  # more flag words follow (none are defined)
+        offset += 2
+    props = Props()
+    for flag, name, decode in _PROPERTIES:
+        if flags & flag:
+            value, offset = decode(data, offset)
+            setattr(props, name, value)
+            if not flags & (flag - 1):
+                break  # no property left
+    return props
+
+
+def decode_deliver(data: bytes, offset: int) -> Deliver:
+    """A Basic.Deliver method's arguments, from ``offset`` (after its class and method)."""
+    consumer_tag, offset = _decode_shortstr(data, offset)
+    tag, bits = _tag_bits.unpack_from(data, offset)
+    exchange, offset = _decode_shortstr(data, offset + 9)
+    routing_key, _ = _decode_shortstr(data, offset)
+    return Deliver(consumer_tag, tag, bool(bits & 1), exchange, routing_key)
+
+
+def decode_return(data: bytes, offset: int) -> Return:
+    """A Basic.Return method's arguments, from ``offset`` (after its class and method)."""
+    (code,) = _u16.unpack_from(data, offset)
+    text, offset = _decode_shortstr(data, offset + 2)
+    exchange, offset = _decode_shortstr(data, offset)
+    routing_key, _ = _decode_shortstr(data, offset)
+    return Return(code, text, exchange, routing_key)
+
+
+def decode_confirm(data: bytes, offset: int, ack: bool) -> Confirm:
+    """A Basic.Ack or Basic.Nack method's arguments, from ``offset``."""
+    tag, bits = _tag_bits.unpack_from(data, offset)
+    return Confirm(tag, bool(bits & 1), ack)

@@ -45,7 +45,6 @@ from .._amqp import (
     Properties,
     Publisher,
     Subscription,
-    tap,
     transport_error,
 )
 from ..exceptions import AiotqError, EncodeError, ImproperlyConfigured, UnroutableError
@@ -105,7 +104,8 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def to_message(props: Basic.Properties, body: bytes) -> tuple[Message, int, bool]:
+def to_message(props: wire.Props | Basic.Properties, body: bytes
+               ) -> tuple[Message, int, bool]:
     """The message of a delivery, how many earlier deliveries ended unsettled, and whether
     RabbitMQ counted them itself (a quorum queue). Never raises."""
     headers = dict(props.headers) if props.headers else {}
@@ -220,8 +220,9 @@ class AMQPConsumer:
     async def _setup(self, channel: AbstractChannel) -> None:
         self._tags = {}
         self._queue_of = {}
-        self._acker = Acker(channel, self._broker._conn.writer())
-        tap(channel, on_delivery=self._on_delivery)
+        conn = self._broker._conn
+        self._acker = Acker(channel, conn.socket().writer)
+        conn.tap(channel, on_delivery=self._on_delivery)
         try:
             await channel.basic_qos(prefetch_count=self._prefetch, global_=self._global_qos)
             channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
@@ -253,16 +254,20 @@ class AMQPConsumer:
         self._spawn(channel.close())
 
     async def _on_message(self, raw: DeliveredMessage) -> None:
-        """aiormq's callback, for deliveries the tap did not take (see :func:`tap`)."""
+        """aiormq's callback, for deliveries the tap did not take (see AMQPConnection.tap)."""
         acker = self._acker
         if acker is not None and raw.channel is acker.channel:
-            self._on_delivery(cast(Basic.Deliver, raw.delivery), raw.header.properties,
-                              raw.body)
+            frame = cast(Basic.Deliver, raw.delivery)
+            deliver = wire.Deliver(cast(str, frame.consumer_tag), cast(int, frame.delivery_tag),
+                                   bool(frame.redelivered), frame.exchange or "",
+                                   frame.routing_key or "")
+            self._on_delivery(deliver, raw.header.properties, raw.body)
 
-    def _on_delivery(self, frame: Basic.Deliver, props: Basic.Properties, body: bytes) -> None:
+    def _on_delivery(self, frame: wire.Deliver, props: wire.Props | Basic.Properties,
+                     body: bytes) -> None:
         acker = self._acker
-        tag = cast(int, frame.delivery_tag)
-        queue = self._queue_of.get(cast(str, frame.consumer_tag))
+        tag = frame.delivery_tag
+        queue = self._queue_of.get(frame.consumer_tag)
         if acker is None or queue is None:
             return  # not ours (any more): RabbitMQ requeues it with the channel
         acker.delivered(tag)

@@ -35,7 +35,6 @@ from .._amqp import (
     AMQPConnection,
     Arguments,
     Subscription,
-    tap,
     transport_error,
 )
 from .._waiters import Waiters, wait_any
@@ -133,16 +132,17 @@ class RPCBackend:
         try:
             await channel.queue_declare(queue, durable=True, arguments=arguments)
             # Replies are read as the connection reads them, without a task each.
-            tap(channel, on_delivery=lambda _, props, body: self._on_reply(props, body))
+            conn = await self._connection()
+            conn.tap(channel, on_delivery=lambda _, props, body: self._on_reply(props, body))
             await channel.basic_consume(queue, self._on_delivered, no_ack=True)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(f"consuming the reply queue {queue}", exc) from exc
 
     async def _on_delivered(self, raw: DeliveredMessage) -> None:
-        """aiormq's callback, for replies the tap did not take (see :func:`tap`)."""
+        """aiormq's callback, for replies the tap did not take (see AMQPConnection.tap)."""
         self._on_reply(raw.header.properties, raw.body)
 
-    def _on_reply(self, props: Basic.Properties, body: bytes) -> None:
+    def _on_reply(self, props: wire.Props | Basic.Properties, body: bytes) -> None:
         try:
             meta = self._context.codecs.decode(
                 body, props.content_type or self._content_type, self._accept)
