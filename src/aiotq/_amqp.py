@@ -189,13 +189,22 @@ class _Reader(asyncio.StreamReader):
     whose frame reader (three reads, a lock and a pamqp decode per frame, a queue and a
     task per channel) cost a consumer more than everything else it does. Every other frame
     reaches aiormq unchanged and in order. A tap ends with its channel's close or close-ok,
-    so a channel number aiormq reuses is not tapped."""
+    so a channel number aiormq reuses is not tapped.
+
+    aiormq takes a connection that sent it no frame for a while for dead: while aiotq takes
+    every frame that arrives (a worker draining a queue), aiormq gets a heartbeat frame
+    every ``KEEPALIVE`` seconds instead."""
+
+    KEEPALIVE = 1.0
+    _HEARTBEAT = wire.FRAME_HEAD.pack(8, 0, 0) + wire.FRAME_END
 
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
+        self._loop_time = loop.time
         self._taps: dict[int, _Tap] = {}
         self._rest = b""
         self._raw = False
+        self._fed_at = loop.time()
 
     def tap(self, channel: int, *, on_delivery: DeliveryHandler | None = None,
             on_return: ReturnHandler | None = None,
@@ -214,8 +223,13 @@ class _Reader(asyncio.StreamReader):
             super().feed_data(chunk)
             return
         kept = self._filter(chunk)
+        now = self._loop_time()
         if kept:
+            self._fed_at = now
             super().feed_data(kept[0] if len(kept) == 1 else b"".join(kept))
+        elif now - self._fed_at >= self.KEEPALIVE:
+            self._fed_at = now
+            super().feed_data(self._HEARTBEAT)
 
     def _filter(self, data: bytes) -> list[bytes]:
         """Take the frames of ours out of ``data``; return what aiormq gets, keep the end

@@ -175,6 +175,15 @@ async def test_what_is_not_amqp_frames_goes_to_aiormq_as_it_is() -> None:
     assert await passed_on(reader, len(broken)) == broken and recorder.got == []
 
 
+async def test_aiormq_hears_from_a_connection_whose_every_frame_aiotq_takes() -> None:
+    recorder = Recorder()
+    reader = reader_for(recorder)
+    reader.KEEPALIVE = 0.0  # aiormq would take a minute of silence for a dead connection
+    reader.feed_data(frames((Basic.Ack(delivery_tag=1), 2)))
+    assert recorder.got == [("confirm", wire.Confirm(1, False, True))]
+    assert await passed_on(reader, 8) == frames((Heartbeat(), 0))
+
+
 async def test_a_frame_cut_short_by_the_end_of_the_stream_still_reaches_aiormq() -> None:
     reader = reader_for(Recorder())
     start = frames((Connection.Start(), 0))
