@@ -658,6 +658,31 @@ async def test_consumer_resumes_after_a_connection_loss_and_nothing_is_lost(
         await consumer.close()
 
 
+@pytest.mark.slow
+async def test_a_consumer_busy_for_longer_than_the_heartbeat_grace_keeps_its_connection(
+        make_broker: MakeBroker, queue_name: str) -> None:
+    # aiotq's reader takes every frame of a busy consumer, and RabbitMQ sends no heartbeat
+    # while it sends deliveries: aiormq must still hear from the connection, or after
+    # (heartbeat + 1) * 3 s it takes it for stuck and drops it.
+    publisher = await make_broker()
+    worker = await make_broker(AMQP_URL + "?heartbeat=1")
+    await publisher.publish(message(0), Route(queue_name))
+    consumer = await worker.consumer([queue_name], prefetch=10)
+    connection = await worker.connection()
+    assert connection._robust is not None and connection._robust.transport is not None
+    first = connection._robust.transport.connection
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 7:
+            await publisher.publish(message(1), Route(queue_name))
+            for delivery in await consumer.fetch(10, 0.1):
+                await delivery.ack()
+            await asyncio.sleep(0.1)
+        assert connection._robust.transport.connection is first and not first.is_closed
+    finally:
+        await consumer.close()
+
+
 # -- rpc:// -----------------------------------------------------------------------------
 
 
