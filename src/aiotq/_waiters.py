@@ -20,8 +20,15 @@ class Waiters:
         return future
 
     def notify_all(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for future in list(self._futures):
             loop = future.get_loop()
+            if loop is running:
+                _resolve(future)  # no self-pipe write needed on our own loop
+                continue
             if loop.is_closed():
                 self._futures.discard(future)
                 continue

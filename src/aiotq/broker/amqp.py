@@ -178,7 +178,9 @@ class AMQPDelivery:
             return
         broker = self._consumer._broker
         key = await broker._dead_queue(self.queue)
-        await self._forward("", key, 0, {REASON: reason, DEAD_AT: broker._clock.time()})
+        # In milliseconds as an int: AMQP tables carry Python floats as 32-bit floats.
+        dead_at = int(broker._clock.time() * 1000)
+        await self._forward("", key, 0, {REASON: reason, DEAD_AT: dead_at})
 
     async def _forward(self, exchange: str, key: str, deliveries: int,
                        extra: Arguments | None = None) -> None:
@@ -596,7 +598,7 @@ class AMQPBroker:
         reason = message.headers.pop(REASON, "")
         dead_at = message.headers.pop(DEAD_AT, 0.0)
         return DeadLetter(queue, reason if isinstance(reason, str) else repr(reason), message,
-                          time=float(dead_at) if isinstance(dead_at, int | float) else 0.0)
+                          time=dead_at / 1000 if isinstance(dead_at, int | float) else 0.0)
 
     async def purge(self, queue: str) -> int:
         """Empty ``queue`` and the delay queues of its parked messages."""
