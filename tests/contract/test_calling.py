@@ -337,7 +337,8 @@ async def test_priority_higher_runs_first_with_concurrency_one(
     broker = resolve_url(urls[0])
     backend = urls[1] if urls[1] == "rpc://" else resolve_url(urls[1] or urls[0])
     # Published before a worker consumes the queue, so the broker alone decides the order.
-    async with run_in_process(calling.app, broker=broker, backend=backend, queues=["idle"]):
+    async with run_in_process(calling.app, broker=broker, backend=backend,
+                              queues=[queue_name + ".idle"]):
         results = [await calling.other.apply_async((n,), priority=p)
                    for n, p in [(1, 0), (2, 200), (3, 100), (4, 255), (5, None)]]
         async with Worker(calling.app, [queue_name], concurrency=1, poll_interval=0.05):
