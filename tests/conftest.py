@@ -30,7 +30,17 @@ def require_service(name: str, host: str, port: int) -> None:
     """Skip the test when the service is not reachable, or fail under AIOTQ_REQUIRE_SERVICES=1."""
     if _answers(host, port):
         return
-    message = f"{name} is not reachable at {host}:{port}"
+    missing_service(f"{name} is not reachable at {host}:{port}")
+
+
+def require_binary(name: str) -> None:
+    """Skip the test when the program ``name`` is not installed, or fail under
+    AIOTQ_REQUIRE_SERVICES=1 (tests that run a private server of their own)."""
+    if shutil.which(name) is None:
+        missing_service(f"no {name} binary to run a private server")
+
+
+def missing_service(message: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and AIOTQ_REQUIRE_SERVICES=1", pytrace=False)
     pytest.skip(f"{message} (set AIOTQ_REQUIRE_SERVICES=1 to make this a failure)")

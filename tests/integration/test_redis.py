@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from aiotq.message import Message, pack
 from aiotq.results.base import BackendContext, Meta
 from aiotq.results.redis import RedisBackend
 from aiotq.settings import Settings
-from tests.conftest import REDIS_URL, REQUIRE_SERVICES, require_service
+from tests.conftest import REDIS_URL, require_binary, require_service
 
 pytestmark = pytest.mark.redis
 
@@ -376,11 +375,7 @@ class PrivateRedis:
 
 @pytest.fixture
 async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        message = "no redis-server binary to run a private server"
-        if REQUIRE_SERVICES:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_binary("redis-server")
     server = PrivateRedis(tmp_path)
     await server.start()
     try:
