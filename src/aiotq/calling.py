@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .broker.base import Outgoing, Producer, Route
 from .canvas import Signature, maybe_signature
 from .exceptions import ImproperlyConfigured
-from .message import Embed, build
+from .message import Embed, build, new_id
 from .result import AsyncResult, GroupResult
 from .retry import NO_RETRY, RetryPolicy, call_with_retry
 from .routing import make_route, route_options
@@ -145,7 +144,7 @@ def prepare(app: App, name: str, args: Sequence[Any] | None, kwargs: Mapping[str
     opts = merge_options(app, name, args, kwargs, options, task)
     conf = app.conf
     now = app.clock.time()
-    task_id = str(opts.get("task_id") or uuid.uuid4())
+    task_id = str(opts.get("task_id") or new_id())
     route = _route(app, opts)
     ignore_result = bool(opts.get("ignore_result", conf.task_ignore_result))
     priority = opts.get("priority")
@@ -224,7 +223,7 @@ async def send(app: App, name: str, args: Sequence[Any] | None,
     """Send one task message; return its AsyncResult."""
     options = dict(options)
     producer = options.pop("producer", None)
-    task_id = options.setdefault("task_id", None) or str(uuid.uuid4())
+    task_id = options.setdefault("task_id", None) or new_id()
     options["task_id"] = task_id
     reply_to = await _reply_to(app, options, task, task_id)
     call = prepare(app, name, args, kwargs, options, task, reply_to)
@@ -237,11 +236,11 @@ async def send_group(app: App, signatures: Sequence[Signature[Any]], args: Seque
     """Send every member of a group in one batch; the GroupResult keeps their order."""
     options = dict(options)
     producer = options.pop("producer", None)
-    group_id = str(options.pop("group_id", None) or uuid.uuid4())
+    group_id = str(options.pop("group_id", None) or new_id())
     calls = []
     for index, sig in enumerate(signatures):
         merged = {**sig.options, **options, "group_id": group_id, "group_index": index}
-        merged["task_id"] = merged.get("task_id") or str(uuid.uuid4())
+        merged["task_id"] = merged.get("task_id") or new_id()
         task = app.tasks.get(sig.task)
         reply_to = await _reply_to(app, merged, task, merged["task_id"])
         call_args = sig.args if sig.immutable else (*args, *sig.args)

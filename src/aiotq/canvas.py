@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .exceptions import ImproperlyConfigured
+from .message import new_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -97,7 +97,7 @@ class Signature(Generic[R]):
 
     def freeze(self) -> str:
         """Fix the task id this signature will be sent with, and return it."""
-        return str(self.options.setdefault("task_id", str(uuid.uuid4())))
+        return str(self.options.setdefault("task_id", new_id()))
 
     def link(self, callback: Signature[Any]) -> Signature[Any]:
         self.options.setdefault("link", []).append(callback)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from aiotq.eta import EtaHeap
 from aiotq.exceptions import MessageError, OperationalError, TransportError
-from aiotq.message import Message, pack, unpack, validate
+from aiotq.message import Message, new_id, pack, unpack, validate
 from aiotq.retry import RetryPolicy, call_with_retry
 from aiotq.routing import QueueSpec, make_route, topic_matches
 
@@ -102,3 +103,11 @@ def test_pack_round_trip_and_garbage() -> None:
 def test_validate_rejects_malformed_headers(headers: dict[str, object]) -> None:
     with pytest.raises(MessageError):
         validate(Message(headers, b"", "application/json"))
+
+
+def test_new_id_is_an_rfc_4122_version_4_uuid_string() -> None:
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
