@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .broker.base import Outgoing, Producer, Route
 from .canvas import Signature, maybe_signature
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, TransportError
 from .message import Embed, build, new_id
 from .result import AsyncResult, GroupResult
-from .retry import NO_RETRY, RetryPolicy, call_with_retry
+from .retry import NO_RETRY, RetryPolicy, retry_after
 from .routing import make_route, route_options
 
 if TYPE_CHECKING:
@@ -201,20 +202,23 @@ async def _reply_to(app: App, options: Mapping[str, Any], task: Task[Any, Any] |
     return await app.backend.on_task_call(task_id or "")
 
 
+def _publish_once(target: Producer, items: Sequence[Outgoing]) -> Awaitable[None]:
+    if len(items) == 1:
+        item = items[0]
+        return target.publish(item.message, item.route, eta=item.eta)
+    return target.publish_many(items)
+
+
 async def publish(app: App, items: Sequence[Outgoing], policy: RetryPolicy,
                   producer: Producer | None = None) -> None:
     """Publish with the retry policy; OperationalError once retries are exhausted."""
     target = producer if producer is not None else app.broker
-
-    async def attempt() -> None:
-        if len(items) == 1:
-            item = items[0]
-            await target.publish(item.message, item.route, eta=item.eta)
-        else:
-            await target.publish_many(items)
-
-    # Real time, not the app clock: these waits are for a connection to come back.
-    await call_with_retry(attempt, policy, asyncio.sleep)
+    try:
+        await _publish_once(target, items)
+    except TransportError as exc:
+        # Real time, not the app clock: these waits are for a connection to come back.
+        await retry_after(exc, functools.partial(_publish_once, target, items), policy,
+                          asyncio.sleep)
 
 
 async def send(app: App, name: str, args: Sequence[Any] | None,

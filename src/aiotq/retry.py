@@ -55,23 +55,28 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_retries=0)
 
 
-async def call_with_retry(
+async def retry_after(
+    error: TransportError,
     operation: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     what: str = "publish",
 ) -> T:
-    """Run ``operation``; on a :class:`TransportError` wait and retry per ``policy``.
+    """Retry ``operation``, whose first attempt failed with ``error``, per ``policy``: wait
+    before each retry, and retry on every :class:`TransportError`.
 
-    When the retries are exhausted raise :class:`OperationalError` chained to the last error.
+    The caller makes the first attempt itself, so that an attempt that succeeds (nearly all
+    of them) costs no closure and no extra coroutine. When the retries are exhausted raise
+    :class:`OperationalError` chained to the last error.
     """
     delays = policy.delays()
     while True:
+        delay = next(delays, None)
+        if delay is None:
+            raise OperationalError(f"{what} failed: {error}") from error
+        logger.warning("%s failed (%s); retrying in %.2fs", what, error, delay)
+        await sleep(delay)
         try:
             return await operation()
         except TransportError as exc:
-            delay = next(delays, None)
-            if delay is None:
-                raise OperationalError(f"{what} failed: {exc}") from exc
-            logger.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
-            await sleep(delay)
+            error = exc

@@ -10,7 +10,7 @@ import pytest
 from aiotq.eta import EtaHeap
 from aiotq.exceptions import MessageError, OperationalError, TransportError
 from aiotq.message import Message, new_id, pack, unpack, validate
-from aiotq.retry import RetryPolicy, call_with_retry
+from aiotq.retry import RetryPolicy, retry_after
 from aiotq.routing import QueueSpec, make_route, topic_matches
 
 
@@ -20,7 +20,7 @@ def test_default_policy_delays_match_calling_rst() -> None:
     assert list(RetryPolicy(0).delays()) == []
 
 
-async def test_call_with_retry_retries_then_raises_operational_error() -> None:
+async def test_retry_after_retries_then_raises_operational_error() -> None:
     waited: list[float] = []
     attempts = 0
 
@@ -33,13 +33,22 @@ async def test_call_with_retry_retries_then_raises_operational_error() -> None:
         raise TransportError("connection refused")
 
     with pytest.raises(OperationalError) as info:
-        await call_with_retry(failing, RetryPolicy(), sleep)
-    assert attempts == 4 and waited == [0.0, 0.2, 0.2]
-    assert isinstance(info.value.__cause__, TransportError)
+        await retry_after(TransportError("refused"), failing, RetryPolicy(), sleep)
+    assert attempts == 3 and waited == [0.0, 0.2, 0.2]
+    assert str(info.value.__cause__) == "connection refused"
 
 
-async def test_call_with_retry_recovers() -> None:
-    outcomes = [TransportError("down"), "ok"]
+async def test_retry_after_without_retries_raises_the_first_error() -> None:
+    async def never() -> None:
+        raise AssertionError("no retry was allowed")
+
+    with pytest.raises(OperationalError) as info:
+        await retry_after(TransportError("refused"), never, RetryPolicy(0), asyncio.sleep)
+    assert str(info.value.__cause__) == "refused"
+
+
+async def test_retry_after_recovers() -> None:
+    outcomes = [TransportError("down again"), "ok"]
 
     async def flaky() -> str:
         item = outcomes.pop(0)
@@ -47,7 +56,8 @@ async def test_call_with_retry_recovers() -> None:
             raise item
         return item
 
-    assert await call_with_retry(flaky, RetryPolicy(), lambda s: asyncio.sleep(0)) == "ok"
+    assert await retry_after(TransportError("down"), flaky, RetryPolicy(),
+                             lambda s: asyncio.sleep(0)) == "ok"
 
 
 def test_eta_heap_orders_by_due_then_arrival() -> None:
