@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aiotq import App, ManualClock, Reject, Task, Worker, states
-from aiotq.broker.base import Route
+from aiotq.broker.base import Broker, Route
 from aiotq.broker.memory import MemoryConsumer
 from aiotq.exceptions import MessageError
 from aiotq.message import Message
@@ -231,6 +231,20 @@ def test_app_works_from_several_event_loops_in_turn() -> None:
 
     assert asyncio.run(once()) == 4
     assert asyncio.run(once()) == 4
+
+
+def test_connections_are_per_loop_and_forgotten_on_close() -> None:
+    app = App("loops", broker="memory://")
+
+    async def brokers() -> tuple[Broker, Broker, Broker]:
+        first, again = app.broker, app.broker
+        await app.close()
+        return first, again, app.broker
+
+    first, again, after_close = asyncio.run(brokers())
+    assert again is first and after_close is not first
+    other_loop, _, _ = asyncio.run(brokers())
+    assert other_loop is not after_close
 
 
 async def test_warm_stop_releases_prefetched_messages(app: App) -> None:

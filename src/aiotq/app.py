@@ -94,6 +94,9 @@ class App:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = (
             weakref.WeakKeyDictionary()
         )
+        # The loop looked up last and its connections: every publish asks for them, and a
+        # WeakKeyDictionary lookup (a new weakref per call) costs more than this comparison.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _Connections] | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={self.conf.broker}>"
@@ -185,6 +188,9 @@ class App:
 
     def _connections(self) -> _Connections:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         found = self._loops.get(loop)
         if found is None:
             broker = create_broker(BrokerContext(self.conf.broker, self.conf, self.clock,
@@ -192,6 +198,7 @@ class App:
             backend = create_backend(BackendContext(self.conf.backend, self.conf, self.codecs,
                                                     self.clock, self.shared, broker))
             found = self._loops[loop] = _Connections(broker, backend)
+        self._last = (weakref.ref(loop), found)
         return found
 
     @property
@@ -211,6 +218,7 @@ class App:
 
     async def close(self) -> None:
         """Close this event loop's connections."""
+        self._last = None
         connections = self._loops.pop(asyncio.get_running_loop(), None)
         if connections is not None:
             await connections.backend.close()
