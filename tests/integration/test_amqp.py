@@ -622,6 +622,55 @@ async def test_queue_declared_by_celery_is_used_as_it_is(
         await consumer.close()
 
 
+async def declared_with(admin: Admin, queue: str, arguments: dict[str, object]) -> bool:
+    """Whether ``queue`` has exactly ``arguments``: RabbitMQ refuses a declaration whose
+    arguments differ from the queue's."""
+    channel = await admin.channel()
+    try:
+        await channel.queue_declare(queue, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        return False
+    await channel.close()
+    return True
+
+
+async def test_queues_are_declared_as_rabbitmq_3_12_declares_classic_queues(
+        make_broker: MakeBroker, admin: Admin, queue_name: str) -> None:
+    broker = await make_broker()
+    await broker.publish(message(1), Route(queue_name))
+    await broker.publish(message(2), Route(queue_name), eta=after(3600))
+    server = (await broker.connection()).version
+    modern = amqp_broker.MODERN_CLASSIC_QUEUE if server < (3, 12) else {}
+    assert await broker.task_queue_arguments() == {**modern, "x-max-priority": 10}
+    assert await declared_with(admin, queue_name, {**modern, "x-max-priority": 10})
+    level = amqp_broker.delay_level(3600, Settings().worker_eta_horizon)
+    assert level is not None
+    assert await declared_with(admin, delay_queue("", queue_name, level), {
+        **modern, "x-message-ttl": 2 ** level * 1000, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue_name})
+
+
+async def test_queue_arguments_replace_the_default(make_broker: MakeBroker, admin: Admin,
+                                                   queue_name: str) -> None:
+    broker = await make_broker(broker_transport_options={
+        "max_priority": None, "queue_arguments": {"x-queue-mode": "lazy"}})
+    await broker.publish(message(1), Route(queue_name))
+    assert await broker.task_queue_arguments() == {"x-queue-mode": "lazy"}
+    assert await declared_with(admin, queue_name, {"x-queue-mode": "lazy"})
+    plain = await make_broker(broker_transport_options={"max_priority": None,
+                                                        "queue_arguments": {}})
+    await plain.publish(message(2), Route(queue_name + "-b"))
+    assert await declared_with(admin, queue_name + "-b", {})
+
+
+@pytest.mark.parametrize("value", [["x-queue-mode"], {1: 2}, {"x-max-priority": 5},
+                                   {"x-message-ttl": 1000}])
+def test_bad_queue_arguments_are_refused(value: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match="queue_arguments"):
+        AMQPBroker(BrokerContext(AMQP_URL, settings(
+            broker_transport_options={"queue_arguments": value}), SystemClock()))
+
+
 # -- connection loss ------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 import celery
@@ -33,6 +34,7 @@ import redis
 import redis.asyncio
 
 from aiotq import App, AsyncResult, TaskRevokedError
+from aiotq.broker.amqp import AMQPBroker
 from aiotq.clock import SystemClock
 from aiotq.testing import run_in_process
 from tests.apps import celery_proj
@@ -45,6 +47,8 @@ pytestmark = [pytest.mark.amqp, pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
+#: aiotq's queues as Celery declares its own: plain, no arguments.
+CELERY_QUEUES = {"max_priority": None, "queue_arguments": {}}
 
 # The aiotq side of the same project: in the Celery-worker tests it only calls these tasks,
 # in the Celery-client tests its worker runs them.
@@ -117,15 +121,15 @@ async def consumers(queue: str) -> int:
 
 @contextlib.asynccontextmanager
 async def celery_worker(queue: str, tmp_path: Path, *, backend: str = REDIS_URL,
-                        max_priority: int | None = None) -> AsyncIterator[Path]:
-    """A real Celery worker consuming ``queue``; yields the file its ``proj.record`` runs
-    are written to."""
+                        arguments: dict[str, Any] | None = None) -> AsyncIterator[Path]:
+    """A real Celery worker consuming ``queue`` (declared with ``arguments``, or as a plain
+    queue); yields the file its ``proj.record`` runs are written to."""
     runs, log = tmp_path / "runs.txt", tmp_path / "celery.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CELERY_PROJ_BROKER": AMQP_URL,
            "CELERY_PROJ_BACKEND": backend, "CELERY_PROJ_QUEUE": queue,
            "CELERY_PROJ_RUNS": str(runs)}
-    if max_priority is not None:
-        env["CELERY_PROJ_MAX_PRIORITY"] = str(max_priority)
+    if arguments is not None:
+        env["CELERY_PROJ_QUEUE_ARGUMENTS"] = json.dumps(arguments)
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "celery", "-A", "tests.apps.celery_proj", "worker",
@@ -293,12 +297,14 @@ async def test_get_follows_the_states_celerys_redis_backend_stores(
 async def test_celery_worker_takes_aiotq_priorities_on_a_queue_aiotq_declared(
     queue: str, tmp_path: Path, task_ids: list[str]
 ) -> None:
-    async with calling(REDIS_URL, queue):
+    async with calling(REDIS_URL, queue) as client:
         # Sent before any worker runs: aiotq declares the queue (x-max-priority 10) and
-        # scales 0-255 onto 0-10; Celery with the same max priority accepts the queue.
+        # scales 0-255 onto 0-10; Celery declaring it the same way accepts the queue.
         for priority in (0, 255, 128):
             task_ids.append((await record.apply_async((priority,), priority=priority)).id)
-        async with celery_worker(queue, tmp_path, max_priority=10) as runs:
+        arguments = await cast(AMQPBroker, client.broker).task_queue_arguments()
+        assert arguments["x-max-priority"] == 10
+        async with celery_worker(queue, tmp_path, arguments=arguments) as runs:
             assert await wait_for_lines(runs, 3) == ["255", "128", "0"]
             assert await AsyncResult(task_ids[0], app).get(timeout=TIMEOUT) == 0
 
@@ -308,13 +314,13 @@ async def test_celery_worker_takes_aiotq_priorities_on_a_queue_aiotq_declared(
 
 @contextlib.asynccontextmanager
 async def aiotq_worker(queue: str, backend: str = REDIS_URL) -> AsyncIterator[None]:
-    """aiotq's worker on ``queue``, declared as Celery declares queues (no x-max-priority),
-    so that the Celery client's own declaration of it agrees."""
+    """aiotq's worker on ``queue``, declared as Celery declares queues (no arguments), so
+    that the Celery client's own declaration of it agrees."""
     recorded.clear()
     try:
         async with run_in_process(app, broker=AMQP_URL, backend=backend, clock=SystemClock(),
                                   queues=[queue],
-                                  broker_transport_options={"max_priority": None}):
+                                  broker_transport_options=CELERY_QUEUES):
             yield
     finally:
         celery_proj.app.close()
