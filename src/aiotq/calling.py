@@ -35,8 +35,8 @@ CALL_OPTIONS = frozenset({
     "shadow", "parent_id", "root_id", "group_id", "group_index", "retries", "chain",
 })
 _ROUTING_KEYS = ("queue", "exchange", "exchange_type", "routing_key")
-_INHERITED = ("serializer", "compression", "priority", "ignore_result", "time_limit",
-              "soft_time_limit", "expires", "retry", "retry_policy", *_ROUTING_KEYS)
+_INHERITED = frozenset({"serializer", "compression", "priority", "ignore_result", "time_limit",
+                        "soft_time_limit", "expires", "retry", "retry_policy", *_ROUTING_KEYS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,8 @@ class PreparedCall:
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = set(options) - CALL_OPTIONS
-    if unknown:
+    if not CALL_OPTIONS.issuperset(options):
+        unknown = set(options) - CALL_OPTIONS
         raise ImproperlyConfigured(
             f"unknown apply_async option(s): {', '.join(sorted(unknown))}"
         )
@@ -115,9 +115,13 @@ def merge_options(app: App, name: str, args: Sequence[Any], kwargs: Mapping[str,
                   options: Mapping[str, Any], task: Task[Any, Any] | None) -> dict[str, Any]:
     """Call options over task attributes over ``task_routes`` (settings come later)."""
     merged = route_options(app.conf.task_routes, name, args, kwargs, options)
-    if task is not None:
-        merged.update((k, v) for k, v in task.options.items() if k in _INHERITED)
-    merged.update((k, v) for k, v in options.items() if v is not None or k not in _INHERITED)
+    if task is not None and task.options:
+        for key, value in task.options.items():
+            if key in _INHERITED:
+                merged[key] = value
+    for key, value in options.items():
+        if value is not None or key not in _INHERITED:
+            merged[key] = value
     return merged
 
 
@@ -192,14 +196,11 @@ def _route(app: App, opts: Mapping[str, Any]) -> Route:
     )
 
 
-async def _reply_to(app: App, options: Mapping[str, Any], task: Task[Any, Any] | None,
-                    task_id: str | None) -> str | None:
+def _ignores_result(app: App, options: Mapping[str, Any], task: Task[Any, Any] | None) -> bool:
     ignore = options.get("ignore_result")
     if ignore is None:
         ignore = task.ignore_result if task is not None else app.conf.task_ignore_result
-    if ignore:
-        return None
-    return await app.backend.on_task_call(task_id or "")
+    return bool(ignore)
 
 
 def _publish_once(target: Producer, items: Sequence[Outgoing]) -> Awaitable[None]:
@@ -229,7 +230,8 @@ async def send(app: App, name: str, args: Sequence[Any] | None,
     producer = options.pop("producer", None)
     task_id = options.setdefault("task_id", None) or new_id()
     options["task_id"] = task_id
-    reply_to = await _reply_to(app, options, task, task_id)
+    reply_to = (None if _ignores_result(app, options, task)
+                else await app.backend.on_task_call(task_id))
     call = prepare(app, name, args, kwargs, options, task, reply_to)
     await publish(app, [call.outgoing], call.policy, producer)
     return AsyncResult(call.task_id, app, task_name=name)
@@ -246,7 +248,8 @@ async def send_group(app: App, signatures: Sequence[Signature[Any]], args: Seque
         merged = {**sig.options, **options, "group_id": group_id, "group_index": index}
         merged["task_id"] = merged.get("task_id") or new_id()
         task = app.tasks.get(sig.task)
-        reply_to = await _reply_to(app, merged, task, merged["task_id"])
+        reply_to = (None if _ignores_result(app, merged, task)
+                    else await app.backend.on_task_call(merged["task_id"]))
         call_args = sig.args if sig.immutable else (*args, *sig.args)
         calls.append(prepare(app, sig.task, call_args, {**sig.kwargs, **kwargs}, merged, task,
                              reply_to))
