@@ -83,7 +83,7 @@ class Body:
     embed: Embed
 
 
-_ORIGIN: tuple[int, str] = (0, "")
+_ORIGIN: str | None = None
 
 #: The RFC 4122 variant nibble (``10xx``) for each random hex digit.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
@@ -102,10 +102,20 @@ def new_id() -> str:
 def origin() -> str:
     """``pid@host`` of this process (recomputed after a fork)."""
     global _ORIGIN
-    pid = os.getpid()
-    if _ORIGIN[0] != pid:
-        _ORIGIN = (pid, f"{pid}@{socket.gethostname()}")
-    return _ORIGIN[1]
+    if _ORIGIN is None:
+        _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+    return _ORIGIN
+
+
+def _forget_origin() -> None:
+    global _ORIGIN
+    _ORIGIN = None
+
+
+# Every message carries the origin: forgetting it in a forked child spares a getpid()
+# system call per message. (No fork, and no hook, on Windows.)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_origin)
 
 
 def format_time(value: dt.datetime | None) -> str | None:
@@ -161,25 +171,25 @@ def build(
     payload, content_type, content_encoding = codecs.encode(
         [list(args), dict(kwargs), embed.as_dict()], serializer
     )
-    headers: dict[str, Any] = dict(extra_headers or {})
-    headers.update(
-        lang="py",
-        task=task_name,
-        id=task_id,
-        shadow=shadow,
-        eta=format_time(eta),
-        expires=format_time(expires),
-        group=group_id,
-        group_index=group_index,
-        retries=retries,
-        timelimit=list(time_limit),
-        root_id=root_id or task_id,
-        parent_id=parent_id,
-        argsrepr=safe_repr(tuple(args)),
-        kwargsrepr=safe_repr(dict(kwargs)),
-        origin=origin(),
-        ignore_result=ignore_result,
-    )
+    headers: dict[str, Any] = {
+        **(extra_headers or {}),
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": shadow,
+        "eta": format_time(eta),
+        "expires": format_time(expires),
+        "group": group_id,
+        "group_index": group_index,
+        "retries": retries,
+        "timelimit": list(time_limit),
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": safe_repr(tuple(args)),
+        "kwargsrepr": safe_repr(dict(kwargs)),
+        "origin": origin(),
+        "ignore_result": ignore_result,
+    }
     if compression:
         payload, headers["compression"] = codecs.compress(payload, compression)
     return Message(

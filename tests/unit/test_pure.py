@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 
 import pytest
 
 from aiotq.eta import EtaHeap
 from aiotq.exceptions import MessageError, OperationalError, TransportError
-from aiotq.message import Message, new_id, pack, unpack, validate
+from aiotq.message import Message, new_id, origin, pack, unpack, validate
 from aiotq.retry import RetryPolicy, retry_after
 from aiotq.routing import QueueSpec, make_route, topic_matches
 
@@ -121,3 +123,17 @@ def test_new_id_is_an_rfc_4122_version_4_uuid_string() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_origin_is_the_pid_of_a_forked_child() -> None:
+    assert origin() == f"{os.getpid()}@{socket.gethostname()}"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its origin and leaves at once
+        os.write(write, origin().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as reader:
+        assert reader.read().decode() == f"{pid}@{socket.gethostname()}"
