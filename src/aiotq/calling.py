@@ -184,16 +184,26 @@ def prepare(app: App, name: str, args: Sequence[Any] | None, kwargs: Mapping[str
                         ignore_result)
 
 
+#: The inputs of the last route made, and the route: calls in a row mostly go the same way.
+_last_route: tuple[tuple[Any, ...], Route] | None = None
+
+
 def _route(app: App, opts: Mapping[str, Any]) -> Route:
+    global _last_route
     conf = app.conf
-    return make_route(
-        queue=opts.get("queue"),
-        exchange=opts.get("exchange") or conf.task_default_exchange,
-        routing_key=opts.get("routing_key") or conf.task_default_routing_key,
-        exchange_type=opts.get("exchange_type"),
-        queues=conf.task_queues,
-        default_queue=conf.task_default_queue,
-    )
+    # Every input is in the key, so a settings change (task_queues is always a new tuple)
+    # misses; comparing the tuple is by identity first, so an unchanged task_queues is free.
+    key = (opts.get("queue"), opts.get("exchange") or conf.task_default_exchange,
+           opts.get("routing_key") or conf.task_default_routing_key, opts.get("exchange_type"),
+           conf.task_queues, conf.task_default_queue)
+    last = _last_route
+    if last is not None and last[0] == key:
+        return last[1]
+    queue, exchange, routing_key, exchange_type, queues, default_queue = key
+    route = make_route(queue=queue, exchange=exchange, routing_key=routing_key,
+                       exchange_type=exchange_type, queues=queues, default_queue=default_queue)
+    _last_route = (key, route)
+    return route
 
 
 def _ignores_result(app: App, options: Mapping[str, Any], task: Task[Any, Any] | None) -> bool:

@@ -66,6 +66,26 @@ def test_callable_router(app: App) -> None:
     assert call(app, "plain.x").outgoing.route.queue == "catch-all"
 
 
+def test_settings_changed_after_a_call_route_the_next_call(app: App) -> None:
+    def route(target: App) -> tuple[str, str | None, str | None]:
+        found = call(target, "plain.x").outgoing.route
+        return found.queue, found.exchange, found.routing_key
+
+    assert route(app) == ("celery", None, "celery")
+    app.conf.task_default_queue = "other"
+    assert route(app) == ("other", None, "other")
+    app.conf.task_queues = [{"name": "other", "exchange": "tasks", "routing_key": "k"}]
+    assert route(app) == ("other", "tasks", "k")
+    app.conf.update(task_default_exchange="tasks", task_default_routing_key="k")
+    assert route(app) == ("other", "tasks", "k")
+    app.conf.task_queues = [{"name": "bound", "exchange": "tasks", "routing_key": "k"}]
+    assert route(app) == ("bound", "tasks", "k")
+    app.conf.task_default_routing_key = "nowhere"
+    with pytest.raises(ImproperlyConfigured, match="no queue is bound"):
+        route(app)
+    assert route(App("fresh", broker="memory://")) == ("celery", None, "celery")
+
+
 def test_countdown_and_eta(app: App) -> None:
     eta = call(app, "t", countdown=3).outgoing.eta
     assert eta == dt.datetime.fromtimestamp(1_000_003.0, dt.UTC)
