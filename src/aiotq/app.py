@@ -14,6 +14,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import states
 from .broker.base import Broker, BrokerContext, Producer, create_broker
+from .calling import send
 from .canvas import Signature
 from .clock import Clock, SystemClock
 from .codecs import Codecs, Decoder, Encoder
@@ -167,8 +168,6 @@ class App:
                         kwargs: Mapping[str, Any] | None = None,
                         **options: Any) -> Result[Any]:
         """Send a task by name (it need not be registered here)."""
-        from .calling import send
-
         return await send(self, name, args, kwargs, options, task=self.tasks.get(name))
 
     @contextlib.asynccontextmanager

@@ -13,7 +13,6 @@ from . import states
 from .exceptions import ImproperlyConfigured, TaskError, TaskRevokedError
 from .exceptions import TimeoutError as ResultTimeout
 from .results.base import Meta
-from .task import current_app
 
 if TYPE_CHECKING:
     from .app import App
@@ -68,7 +67,14 @@ class AsyncResult(Generic[R]):
 
     def __init__(self, task_id: str, app: App | None = None, *, task_name: str | None = None,
                  parent: AsyncResult[Any] | None = None) -> None:
-        resolved = app or current_app.get()
+        resolved = app
+        if resolved is None:
+            # Imported here: the calling path imports this module, and task.py imports the
+            # calling path at its top (an import per publish would cost more than a publish's
+            # option resolution).
+            from .task import current_app
+
+            resolved = current_app.get()
         if resolved is None:
             raise ImproperlyConfigured("AsyncResult needs app= outside a running task")
         self.id = task_id

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from . import states
+from .calling import send
 from .exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,
@@ -173,8 +174,6 @@ class Task(Generic[P, R]):
 
         Example: ``await add.apply_async((2, 2), countdown=10, priority=9)``.
         """
-        from .calling import send
-
         return await send(self.app, self.name, args, kwargs, options, task=self)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
