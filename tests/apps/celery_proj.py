@@ -4,9 +4,9 @@ A real Celery worker runs it: ``python -m celery -A tests.apps.celery_proj worke
 configured by the environment: ``CELERY_PROJ_BROKER``, ``CELERY_PROJ_BACKEND`` (a
 ``redis://`` URL or ``rpc://``), ``CELERY_PROJ_QUEUE`` (the default queue, where callbacks
 without a queue go), ``CELERY_PROJ_QUEUE_ARGUMENTS`` (JSON: the arguments that queue is
-declared with; unset: a plain queue, Celery's default) and ``CELERY_PROJ_RUNS`` (a file each run of ``proj.record``
-appends its value to, so a test sees the order the worker ran them in). Tests also call
-tasks through it as a Celery client.
+declared with; unset: a plain queue, Celery's default) and ``CELERY_PROJ_RUNS`` (a file each
+run of ``proj.record`` appends its value to, so a test sees the order the worker ran them
+in). Tests also call tasks through it as a Celery client.
 """
 
 from __future__ import annotations
