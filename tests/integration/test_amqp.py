@@ -639,8 +639,7 @@ async def test_queues_are_declared_as_rabbitmq_3_12_declares_classic_queues(
     broker = await make_broker()
     await broker.publish(message(1), Route(queue_name))
     await broker.publish(message(2), Route(queue_name), eta=after(3600))
-    server = (await broker.connection()).version
-    modern = amqp_broker.MODERN_CLASSIC_QUEUE if server < (3, 12) else {}
+    modern = amqp_broker.default_queue_arguments((await broker.connection()).version)
     assert await broker.task_queue_arguments() == {**modern, "x-max-priority": 10}
     assert await declared_with(admin, queue_name, {**modern, "x-max-priority": 10})
     level = amqp_broker.delay_level(3600, Settings().worker_eta_horizon)
@@ -648,6 +647,20 @@ async def test_queues_are_declared_as_rabbitmq_3_12_declares_classic_queues(
     assert await declared_with(admin, delay_queue("", queue_name, level), {
         **modern, "x-message-ttl": 2 ** level * 1000, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue_name})
+
+
+@pytest.mark.parametrize(("version", "arguments"), [
+    ((3, 5, 7), {}),
+    ((3, 10, 8), {"x-queue-version": 2, "x-queue-mode": "lazy"}),
+    ((3, 11, 28), {"x-queue-version": 2, "x-queue-mode": "lazy"}),
+    ((3, 12, 0), {"x-queue-version": 2}),
+    ((3, 13, 1), {}),
+    ((4, 1, 0), {}),
+    ((), {}),
+])
+def test_default_queue_arguments_follow_the_server(version: tuple[int, ...],
+                                                   arguments: dict[str, object]) -> None:
+    assert amqp_broker.default_queue_arguments(version) == arguments
 
 
 async def test_queue_arguments_replace_the_default(make_broker: MakeBroker, admin: Admin,

@@ -67,9 +67,8 @@ OWNED_ARGUMENTS = frozenset({"x-max-priority", "x-message-ttl", "x-dead-letter-e
 MAX_DELAY_LEVEL = 22
 MAX_PREFETCH = 65535
 DEAD_LETTER_LIMIT = 10_000
-#: What RabbitMQ 3.12 and later give every classic queue: the version 2 index and store,
-#: messages kept on disk rather than in memory. Older servers get it by asking; it halves
-#: their CPU per persistent message (docs/brokers/amqp.md, *Queue arguments*).
+#: What RabbitMQ 3.13 and later give every classic queue: the version 2 index and store,
+#: messages kept on disk rather than in memory (docs/brokers/amqp.md, *Queue arguments*).
 MODERN_CLASSIC_QUEUE: Arguments = {"x-queue-version": 2, "x-queue-mode": "lazy"}
 
 
@@ -398,10 +397,10 @@ class AMQPBroker:
 
     ``broker_transport_options``: ``max_priority`` (x-max-priority of declared queues,
     default 10, None for none), ``queue_arguments`` (more arguments of every queue it
-    declares; default: :data:`MODERN_CLASSIC_QUEUE` on RabbitMQ 3.6-3.11, none on later
-    servers), ``publish_channels`` (4), ``publish_timeout`` (30 s),
-    ``connect_timeout`` (10 s), ``reconnect_interval`` (aio-pika's, 5 s),
-    ``dead_letter_max_length`` (10,000), ``global_qos`` (default: on RabbitMQ < 4.3),
+    declares; default: what :func:`default_queue_arguments` gives for the server),
+    ``publish_channels`` (4), ``publish_timeout`` (30 s), ``connect_timeout`` (10 s),
+    ``reconnect_interval`` (aio-pika's, 5 s), ``dead_letter_max_length`` (10,000),
+    ``global_qos`` (default: on RabbitMQ < 4.3),
     ``consumer_timeout`` (seconds; default: the server's), ``reply_queue_expires`` (rpc://,
     60 s).
     """
@@ -583,8 +582,7 @@ class AMQPBroker:
         if self._extra_arguments is not None:
             return self._extra_arguments
         # The default follows the server's version, known once connected.
-        conn = await self.connection()
-        return dict(MODERN_CLASSIC_QUEUE) if (3, 6) <= conn.version < (3, 12) else {}
+        return default_queue_arguments((await self.connection()).version)
 
     # -- consuming and inspection --
 
@@ -641,6 +639,18 @@ class AMQPBroker:
                 with contextlib.suppress(*TRANSPORT_ERRORS):
                     await channel.close()
         return total
+
+
+def default_queue_arguments(version: tuple[int, ...]) -> Arguments:
+    """What a server of ``version`` must be asked for to get :data:`MODERN_CLASSIC_QUEUE`:
+    all of it before 3.12, the version 2 store on 3.12 (which ignores the lazy mode, its
+    queues being lazy already), nothing from 3.13 on (nor from servers that are not
+    RabbitMQ, or too old to know these arguments)."""
+    if (3, 6) <= version < (3, 12):
+        return dict(MODERN_CLASSIC_QUEUE)
+    if (3, 12) <= version < (3, 13):
+        return {"x-queue-version": 2}
+    return {}
 
 
 def _checked_arguments(value: Any) -> Arguments | None:

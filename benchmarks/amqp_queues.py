@@ -1,0 +1,126 @@
+"""What RabbitMQ's queue arguments cost aiotq: enqueue and drain rates on queues declared
+with each combination of ``max_priority`` and ``queue_arguments`` (docs/brokers/amqp.md,
+*Queue arguments*).
+
+    python -m benchmarks.amqp_queues [--n 20000] [--repeats 3]
+
+Each run publishes ``n`` no-op tasks with ``delay()`` in gathers of 100 (publisher confirms
+on), then one worker (concurrency 100, in the same process) drains them. The kinds of queue
+take turns within each repeat, so a noisy machine affects them alike. When RabbitMQ runs on
+this machine, its CPU time per message is read from /proc as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import aiormq
+
+from aiotq import App, Worker
+from aiotq.broker.amqp import MODERN_CLASSIC_QUEUE
+
+from .config import AMQP_URL, BATCH, CONCURRENCY
+
+#: name -> broker_transport_options
+KINDS: dict[str, dict[str, Any]] = {
+    "plain": {"max_priority": None, "queue_arguments": {}},
+    "x-max-priority 10": {"max_priority": 10, "queue_arguments": {}},
+    "plain, v2 lazy": {"max_priority": None, "queue_arguments": MODERN_CLASSIC_QUEUE},
+    "x-max-priority 10, v2 lazy": {"max_priority": 10, "queue_arguments": MODERN_CLASSIC_QUEUE},
+}
+
+
+def rabbitmq_cpu() -> float | None:
+    """Seconds of CPU the local RabbitMQ (beam.smp) has used, None when not found here."""
+    try:
+        pid = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True,
+                             check=False).stdout.split()[0]
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (IndexError, OSError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def per_message(before: float | None, after: float | None, n: int) -> float | None:
+    return None if before is None or after is None else (after - before) / n * 1e6
+
+
+async def measure(options: dict[str, Any], n: int) -> tuple[float, float, float | None]:
+    """Enqueue rate, drain rate and RabbitMQ's µs of CPU per message (both phases)."""
+    queue = f"bench-queues-{uuid.uuid4().hex[:8]}"
+    app = App("bench", broker=AMQP_URL, backend=None, task_default_queue=queue,
+              broker_transport_options=options)
+    done = asyncio.Event()
+    left = n
+
+    @app.task(name="bench.noop", ignore_result=True)
+    async def noop(x: int) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            done.set()
+
+    try:
+        await app.broker.connect()
+        cpu = rabbitmq_cpu()
+        started = time.perf_counter()
+        for first in range(0, n, BATCH):
+            await asyncio.gather(*(noop.delay(x) for x in range(first, min(first + BATCH, n))))
+        enqueue = n / (time.perf_counter() - started)
+        worker = Worker(app, [queue], concurrency=CONCURRENCY)
+        started = time.perf_counter()
+        running = asyncio.create_task(worker.run())
+        await asyncio.wait_for(done.wait(), 300)
+        drain = n / (time.perf_counter() - started)
+        worker.stop()
+        await running
+        cost = per_message(cpu, rabbitmq_cpu(), n)
+    finally:
+        await app.close()
+        await delete(queue)
+    return enqueue, drain, cost
+
+
+async def delete(queue: str) -> None:
+    connection = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+
+
+def spread(values: list[float], unit: str = "") -> str:
+    return (f"{statistics.median(values):,.0f}{unit} "
+            f"({min(values):,.0f}-{max(values):,.0f})")
+
+
+async def main(n: int, repeats: int) -> None:
+    runs: dict[str, list[tuple[float, float, float | None]]] = {kind: [] for kind in KINDS}
+    for _ in range(repeats):
+        for kind, options in KINDS.items():
+            runs[kind].append(await measure(options, n))
+    print(f"{n:,} tasks, {repeats} runs, median (min-max)\n")
+    print("| queue | enqueue / s | drain / s | RabbitMQ µs CPU per task |")
+    print("| --- | --- | --- | --- |")
+    for kind, results in runs.items():
+        costs = [cost for _, _, cost in results if cost is not None]
+        print(f"| {kind} | {spread([e for e, _, _ in results])} | "
+              f"{spread([d for _, d, _ in results])} | "
+              f"{spread(costs) if costs else 'n/a'} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.n, arguments.repeats))
