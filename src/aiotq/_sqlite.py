@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+from ._batching import Batcher
 from ._waiters import Waiters, wait_any
 from .exceptions import ImproperlyConfigured, TransportError
 
@@ -122,6 +123,24 @@ def in_transaction(job: Job[T], conn: sqlite3.Connection) -> T:
     return result
 
 
+def in_one_transaction(jobs: Sequence[Job[Any]], conn: sqlite3.Connection
+                       ) -> list[Any | Exception]:
+    """Run ``jobs`` in one write transaction, one commit for all (group commit); when one
+    of them fails, run each in a transaction of its own instead, so that it fails alone."""
+    try:
+        return in_transaction(lambda conn: [job(conn) for job in jobs], conn)
+    except Exception:
+        if len(jobs) == 1:
+            raise
+    outcomes: list[Any | Exception] = []
+    for job in jobs:
+        try:
+            outcomes.append(in_transaction(job, conn))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 def _create(schema: Sequence[str], conn: sqlite3.Connection) -> None:
     for statement in schema:
         conn.execute(statement)
@@ -212,7 +231,8 @@ class Database:
 
     ``run(job)`` runs ``job(connection)`` on the connection's thread (opening it on first
     use), translating sqlite errors to :class:`TransportError`. ``write(job)`` does the same
-    in a write transaction and wakes this process's waiters. ``observe(job)`` runs a query
+    in a write transaction and wakes this process's waiters; the writes that come while one
+    is in flight share the next transaction. ``observe(job)`` runs a query
     and marks when; ``wait(mark)`` returns once anything was committed after that mark (by
     any process), or on timeout.
     """
@@ -230,6 +250,7 @@ class Database:
         self._armed: dict[asyncio.Future[None], Stamp] = {}
         self._poller: asyncio.Task[None] | None = None
         self._interval = POLL_SLOW
+        self._writes: Batcher[Job[Any], Any] = Batcher(self._write_together)
 
     async def open(self) -> None:
         if self._thread is not None:
@@ -242,15 +263,21 @@ class Database:
             await self.run(functools.partial(in_transaction,
                                              functools.partial(_create, self._schema)))
         except BaseException:
-            await self.close()
+            # Only the thread: the first write may be what opens, from within the flush
+            # that close() would wait for.
+            await self._close_thread()
             raise
 
     async def close(self) -> None:
+        await self._writes.close()
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+        await self._close_thread()
+
+    async def _close_thread(self) -> None:
         thread, self._thread = self._thread, None
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -264,13 +291,23 @@ class Database:
         try:
             return await self._thread.submit(job)
         except sqlite3.Error as exc:
-            raise TransportError(f"sqlite database {self.location.path}: {exc}") from exc
+            raise self._error(exc) from exc
 
     async def write(self, job: Job[T], *, notify: bool = True) -> T:
-        result = await self.run(functools.partial(in_transaction, job))
+        result: T = await self._writes.submit(job)
         if notify:
             self._signal.notify()
         return result
+
+    async def _write_together(self, jobs: list[Job[Any]]) -> list[Any | Exception]:
+        outcomes = await self.run(functools.partial(in_one_transaction, jobs))
+        return [self._error(outcome) if isinstance(outcome, sqlite3.Error) else outcome
+                for outcome in outcomes]
+
+    def _error(self, exc: sqlite3.Error) -> TransportError:
+        error = TransportError(f"sqlite database {self.location.path}: {exc}")
+        error.__cause__ = exc
+        return error
 
     async def observe(self, job: Job[T]) -> tuple[Mark, T]:
         """Run the query ``job``, with the mark to :meth:`wait` on when it found nothing."""

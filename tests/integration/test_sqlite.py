@@ -14,12 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from aiotq._sqlite import parse_url
+from aiotq._sqlite import Database, parse_url
 from aiotq.broker.base import BrokerContext, Outgoing, Route
 from aiotq.broker.sqlite import SQLiteBroker
 from aiotq.clock import Clock, ManualClock, SystemClock
@@ -368,6 +368,30 @@ async def test_unopenable_file_is_a_transport_error(tmp_path: Path) -> None:
         await broker.publish(message("x"), Route(QUEUE))
     assert isinstance(caught.value.__cause__, sqlite3.Error)
     await broker.close()
+
+
+async def test_concurrent_writes_share_one_commit_and_fail_alone(url: str) -> None:
+    db = Database(url, {}, "test", ["CREATE TABLE IF NOT EXISTS t (v INTEGER UNIQUE)"])
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+
+    def insert(value: int) -> Callable[[sqlite3.Connection], int]:
+        return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (value,)).rowcount
+
+    try:
+        assert await asyncio.gather(*(db.write(insert(n)) for n in range(20))) == [1] * 20
+        assert statements.count("COMMIT") == 1  # 20 writes, one transaction
+
+        # 5 is there already: that write fails (and only that one), the others commit.
+        outcomes = await asyncio.gather(*(db.write(insert(n)) for n in (100, 5, 101)),
+                                        return_exceptions=True)
+        assert outcomes[0] == outcomes[2] == 1
+        assert isinstance(outcomes[1], TransportError) and "UNIQUE" in str(outcomes[1])
+        rows = await db.run(lambda conn: conn.execute("SELECT v FROM t").fetchall())
+        assert sorted(v for (v,) in rows) == [*range(20), 100, 101]
+    finally:
+        await db.run(lambda conn: conn.set_trace_callback(None))
+        await db.close()
 
 
 def test_packed_frames_are_what_the_table_holds(url: str) -> None:

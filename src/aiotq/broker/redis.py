@@ -35,6 +35,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .. import _redis
+from .._batching import Batcher
 from ..exceptions import ImproperlyConfigured, MessageError, TransportError
 from ..message import Message, pack, unpack
 from .base import BrokerContext, DeadLetter, Delivery, Outgoing, Producer, Route
@@ -158,7 +159,7 @@ class RedisConsumer:
         self._lease = broker.settings.worker_lease_timeout
         self._next_claim = 0.0
         self._closed = False
-        self._acks: _redis.Batcher[tuple[str, bytes], None] = _redis.Batcher(self._flush_acks)
+        self._acks: Batcher[tuple[str, bytes], None] = Batcher(self._flush_acks)
         self._heartbeat = asyncio.create_task(self._renew_leases())
 
     # -- fetching --
@@ -380,8 +381,8 @@ class RedisBroker:
         self.layout = Layout(context.settings.broker_transport_options)
         self._link = _redis.Link(context.url)
         # Concurrent publishes (a gather of delay() calls) travel as one script call.
-        self._publishes: _redis.Batcher[tuple[str, str, str, bytes], None] = (
-            _redis.Batcher(self._publish_batch)
+        self._publishes: Batcher[tuple[str, str, str, bytes], None] = (
+            Batcher(self._publish_batch)
         )
 
     @property

@@ -33,6 +33,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from .. import _redis
+from .._batching import Batcher
 from ..message import meta_from_celery, meta_to_celery
 from ..states import READY_STATES
 from .base import BackendContext, Meta
@@ -387,7 +388,7 @@ class RedisBackend:
         self._context = context
         self._link = _redis.Link(context.url)
         self._feed: _Feed | None = None
-        self._stores: _redis.Batcher[tuple[str, bytes], None] = _redis.Batcher(
+        self._stores: Batcher[tuple[str, bytes], None] = Batcher(
             self._store_batch
         )
 
