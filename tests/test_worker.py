@@ -296,3 +296,32 @@ async def test_chord_member_is_dead_lettered_not_run(app: App, queue_name: str) 
             await app.AsyncResult("chord-member").get(timeout=TIMEOUT)
         assert "chords are not supported" in (await running.dead_letters())[0].reason
     assert runs == []
+
+
+async def test_fetched_tasks_start_before_the_next_fetch(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fetch sent ahead of the tasks just fetched would delay their results (a round
+    # trip to the broker first).
+    events: list[str] = []
+
+    @app.task
+    async def mark() -> None:
+        events.append("run")
+
+    fetch = MemoryConsumer.fetch
+
+    async def recording_fetch(self: MemoryConsumer, limit: int, timeout: float) -> Any:
+        events.append("fetch")
+        batch = await fetch(self, limit, timeout)
+        events.extend(["fetched"] * len(batch))
+        return batch
+
+    monkeypatch.setattr(MemoryConsumer, "fetch", recording_fetch)
+    await mark.delay()
+    async with Worker(app, poll_interval=0.05):
+        async with asyncio.timeout(TIMEOUT):
+            while "run" not in events:
+                await asyncio.sleep(0.01)
+    assert events[events.index("fetched") + 1] == "run"
+    await app.close()

@@ -132,6 +132,10 @@ class Worker:
                 return
             for delivery in batch:
                 await self._admit(delivery)
+            if batch:
+                # The tasks just admitted start (and send what they store) before the next
+                # fetch goes out ahead of them.
+                await asyncio.sleep(0)
 
     async def _admit(self, delivery: Delivery) -> None:
         assert self._executor is not None
