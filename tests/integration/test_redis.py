@@ -244,6 +244,36 @@ async def test_streams_stay_bounded_under_steady_load(
     assert added == 10_000
 
 
+
+async def test_a_steady_stream_of_tasks_does_not_hold_back_due_etas(
+    make_broker: MakeBroker, clock: ManualClock, queue_name: str
+) -> None:
+    # While entries stream in, the consumer only blocks on its lanes; the fetch script,
+    # which promotes due ETAs, still runs at least every second. (A long lease keeps the
+    # claims, which run the script too, out of the way.)
+    broker = await make_broker(worker_lease_timeout=600.0)
+    consumer = await broker.consumer([queue_name], prefetch=10)
+    try:
+        assert await consumer.fetch(10, timeout=0.1) == []
+        waiting = asyncio.create_task(consumer.fetch(10, timeout=5))
+        await asyncio.sleep(0.1)
+        await broker.publish(message("streamed-0"), Route(queue_name))
+        [first] = await waiting  # found by the blocking read: streaming from now on
+        await first.ack()
+        await broker.publish(message("parked"), Route(queue_name),
+                             eta=dt.datetime.fromtimestamp(clock.time() + 3600, dt.UTC))
+        await clock.advance(3601)
+        seen: list[str] = []
+        async with asyncio.timeout(5):
+            while "id-parked" not in seen:
+                await broker.publish(message(f"streamed-{len(seen) + 1}"), Route(queue_name))
+                for delivery in await consumer.fetch(10, timeout=1):
+                    seen.append(delivery.message.headers["id"])
+                    await delivery.ack()
+                await asyncio.sleep(0.01)
+    finally:
+        await consumer.close()
+
 async def test_release_is_not_counted_as_an_attempt(
     broker: RedisBroker, make_broker: MakeBroker, queue_name: str
 ) -> None:
@@ -553,6 +583,32 @@ async def test_many_watchers_share_one_reading_connection(
         await admin.delete(*[f"celery-task-meta-{t}" for t in ids],
                            *[f"aiotq:states:{t}" for t in ids])
 
+
+
+async def test_watches_one_after_another_need_no_wake_ups(
+    backend: RedisBackend, admin: Redis
+) -> None:
+    # A round trip at a time (delay(), get(), delay(), ...): the shared read ends with the
+    # last watch, so the next one starts a read of its own instead of waking a stale one.
+    ids = [f"test-{uuid.uuid4()}" for _ in range(5)]
+
+    async def first_state(task_id: str) -> Meta:
+        async for item in backend.watch([task_id]):
+            return item
+        raise AssertionError("the watch ended")
+
+    try:
+        for task_id in ids:
+            watching = asyncio.create_task(first_state(task_id))
+            await asyncio.sleep(0.05)  # the feed now blocks on this task's stream
+            await backend.store(meta(task_id, "SUCCESS", task_id))
+            async with asyncio.timeout(5):
+                assert (await watching)["result"] == task_id
+        assert backend._feed is not None
+        assert not await admin.exists(backend._feed._wake_key)
+    finally:
+        await admin.delete(*[f"celery-task-meta-{t}" for t in ids],
+                           *[f"aiotq:states:{t}" for t in ids])
 
 async def test_watch_replays_history_then_follows_a_group(
     backend: RedisBackend, admin: Redis

@@ -158,8 +158,14 @@ class RedisConsumer:
         self._cursors: list[Any] = [b"0-0"] * len(self._lane_keys)
         self._lease = broker.settings.worker_lease_timeout
         self._next_claim = 0.0
+        #: From the last fetch script: the earliest parked ETA, and when to run it again
+        #: at the latest (a publisher may have parked an earlier one meanwhile).
+        self._next_due: float | None = None
+        self._poll_by = 0.0
+        #: Whether the last blocking read found entries: more may be streaming in.
+        self._read_found = False
         self._closed = False
-        self._acks: Batcher[tuple[str, bytes], None] = Batcher(self._flush_acks)
+        self._acks: Batcher[tuple[str, bytes], None] = Batcher(self._flush_acks, eager=True)
         self._heartbeat = asyncio.create_task(self._renew_leases())
 
     # -- fetching --
@@ -173,18 +179,19 @@ class RedisConsumer:
             return batch
         while not self._closed and limit > 0:
             try:
-                batch, tails, next_due = await self._poll(limit)
-                if batch:
-                    return batch
-                # No tails: the poll found only garbage, which it buried; poll again at once.
-                if tails:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return []
-                    batch = await self._wait(next_due, remaining)
+                if not self._streaming(loop.time()):
+                    batch, tails = await self._poll(limit)
                     if batch:
-                        batch, self._spare = batch[:limit], batch[limit:]
                         return batch
+                    if not tails:
+                        continue  # the poll found only garbage, which it buried: again
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                batch = await self._wait(remaining, limit)
+                if batch:
+                    batch, self._spare = batch[:limit], batch[limit:]
+                    return batch
                 failures = 0
             except TransportError:
                 failures += 1
@@ -194,10 +201,22 @@ class RedisConsumer:
                 await asyncio.sleep(min(0.05 * 2 ** failures, 1.0, remaining))
         return []
 
-    async def _poll(self, limit: int) -> tuple[list[Delivery], list[bytes], float | None]:
-        """Run the fetch script once: deliveries, else the tails to block on."""
+    def _streaming(self, now: float) -> bool:
+        """Whether the fetch script has nothing to add to a blocking read: the last read
+        found entries (new ones come in), and no lease claim, ETA or periodic poll is due.
+
+        A steady stream of single tasks then costs one blocking read each, not a script
+        run ahead of every task's result.
+        """
+        return (self._read_found and now < self._poll_by and now < self._next_claim
+                and (self._next_due is None or self._next_due > self._broker.clock.time()))
+
+    async def _poll(self, limit: int) -> tuple[list[Delivery], list[bytes]]:
+        """Run the fetch script once: deliveries, else the tails (whether to block)."""
         broker = self._broker
         now = asyncio.get_running_loop().time()
+        self._read_found = False
+        self._poll_by = now + _redis.MAX_BLOCK
         claim_ms = 0
         if now >= self._next_claim:
             claim_ms = int(self._lease * 1000)
@@ -210,8 +229,8 @@ class RedisConsumer:
             )
         if cursors:
             self._cursors = cursors
-        batch = await self._deliveries(entries)
-        return batch, tails, float(next_due) if next_due is not None else None
+        self._next_due = float(next_due) if next_due is not None else None
+        return await self._deliveries(entries), tails
 
     async def _deliveries(self, entries: list[Any]) -> list[Delivery]:
         batch: list[Delivery] = []
@@ -239,19 +258,20 @@ class RedisConsumer:
                 pass  # not renewed: it comes back after the lease timeout, for another try
         return batch
 
-    async def _wait(self, next_due: float | None, remaining: float) -> list[Delivery]:
-        """Block until a lane gets a new entry (claimed by this very read, saving the fetch
-        script's round trip), an ETA may be due, or the time is up."""
+    async def _wait(self, remaining: float, limit: int) -> list[Delivery]:
+        """Block until a lane gets new entries (claimed by this very read, up to ``limit``
+        per lane), an ETA may be due, or the time is up."""
+        self._read_found = False
         seconds = min(remaining, _redis.MAX_BLOCK)
-        if next_due is not None:
-            seconds = min(seconds, next_due - self._broker.clock.time())
+        if self._next_due is not None:
+            seconds = min(seconds, self._next_due - self._broker.clock.time())
         if seconds <= 0:
             return []
         client = self._broker.client
         try:
             with _redis.transport_errors("fetch"):
                 reply = await _redis.command(client)(
-                    "XREADGROUP", "GROUP", GROUP, self._name, "BLOCK",
+                    "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", limit, "BLOCK",
                     _redis.block_ms(client, seconds), "STREAMS", *self._lane_keys,
                     *[">"] * len(self._lane_keys),
                 )
@@ -259,6 +279,7 @@ class RedisConsumer:
             if "NOGROUP" in str(exc):
                 return []  # Redis lost the group (a restart): the next poll recreates it
             raise
+        self._read_found = bool(reply)
         return await self._deliveries(self._entries(reply or []))
 
     def _entries(self, reply: list[Any]) -> list[Any]:
@@ -318,7 +339,8 @@ class RedisConsumer:
         by_key: dict[str, list[bytes]] = defaultdict(list)
         for key, entry_id in acks:
             by_key[key].append(entry_id)
-        call = self._broker.pipeliner.call
+        # Batched already: sent straight away, not batched again by the pipeliner.
+        call = _redis.command(self._broker.client)
         await asyncio.gather(*(
             SCRIPTS.run(call, "ack", [key], [GROUP, *ids[i:i + ACK_CHUNK]])
             for key, ids in by_key.items() for i in range(0, len(ids), ACK_CHUNK)
