@@ -88,6 +88,9 @@ class _Feed:
         self._blocked = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        #: The blocking read's own connection, kept from one loop to the next (a client
+        #: per loop costs more than the read).
+        self._reader: Redis | None = None
         self._wakes: set[asyncio.Task[None]] = set()
         # Off by default: following Celery's channels costs a subscription per watched task.
         self.foreign = _Foreign(client, self._by_key) if follow_celery else None
@@ -135,6 +138,9 @@ class _Feed:
                 await wake
         if self.foreign is not None:
             await self.foreign.close()
+        if self._reader is not None:
+            await self._reader.aclose()
+            self._reader = None
         with contextlib.suppress(RedisError):
             await _redis.command(self._client)("DEL", self._wake_key)
 
@@ -154,26 +160,30 @@ class _Feed:
             logger.debug("waking the state feed failed: %s", exc)
 
     async def _run(self) -> None:
-        reader = self._client.client()
+        if self._reader is None:
+            self._reader = self._client.client()
+        reader = self._reader
         failures = 0
-        try:
-            while True:
-                if not self._by_key or self._closing:
-                    # Decided without awaiting, so a join from now on starts a new loop.
-                    self._task = None
-                    return
-                try:
-                    reply = await self._read(reader)
-                    failures = 0
-                except RedisError as exc:
-                    failures += 1
-                    logger.warning("reading task states failed (%s); retrying", exc)
-                    await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                    continue
-                for key, entries in reply or ():
-                    self._dispatch(key, entries)
-        finally:
-            await reader.aclose()
+        while True:
+            if not self._by_key or self._closing:
+                # Decided without awaiting, so a join from now on starts a new loop.
+                self._task = None
+                return
+            try:
+                reply = await self._read(reader)
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                logger.warning("reading task states failed (%s); retrying", exc)
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            for key, entries in reply or ():
+                self._dispatch(key, entries)
+            if reply:
+                # The watches woken take what arrived, and drop the keys of ready tasks,
+                # before the next read is decided: no read is started (and later woken)
+                # for keys nobody waits on any more.
+                await asyncio.sleep(0)
 
     async def _read(self, reader: Redis) -> Any:
         keys = [*self._by_key, self._wake_key]
@@ -388,9 +398,8 @@ class RedisBackend:
         self._context = context
         self._link = _redis.Link(context.url)
         self._feed: _Feed | None = None
-        self._stores: Batcher[tuple[str, bytes], None] = Batcher(
-            self._store_batch
-        )
+        # Eager: a worker's lone store goes out before the worker's next fetch.
+        self._stores: Batcher[tuple[str, bytes], None] = Batcher(self._store_batch, eager=True)
 
     @property
     def client(self) -> Redis:
