@@ -2,7 +2,7 @@
 with each combination of ``max_priority`` and ``queue_arguments`` (docs/brokers/amqp.md,
 *Queue arguments*).
 
-    python -m benchmarks.amqp_queues [--n 20000] [--repeats 3]
+    python -m benchmarks.amqp_queues [--n 20000] [--repeats 3] [--kinds plain,...]
 
 Each run publishes ``n`` no-op tasks with ``delay()`` in gathers of 100 (publisher confirms
 on), then one worker (concurrency 100, in the same process) drains them. The kinds of queue
@@ -32,8 +32,11 @@ from .config import AMQP_URL, BATCH, CONCURRENCY
 KINDS: dict[str, dict[str, Any]] = {
     "plain": {"max_priority": None, "queue_arguments": {}},
     "x-max-priority 10": {"max_priority": 10, "queue_arguments": {}},
-    "plain, v2 lazy": {"max_priority": None, "queue_arguments": MODERN_CLASSIC_QUEUE},
-    "x-max-priority 10, v2 lazy": {"max_priority": 10, "queue_arguments": MODERN_CLASSIC_QUEUE},
+    "plain + v2 lazy": {"max_priority": None, "queue_arguments": MODERN_CLASSIC_QUEUE},
+    "x-max-priority 10 + v2 lazy": {"max_priority": 10, "queue_arguments": MODERN_CLASSIC_QUEUE},
+    "x-max-priority 10 + v2": {"max_priority": 10, "queue_arguments": {"x-queue-version": 2}},
+    "x-max-priority 10 + lazy": {"max_priority": 10,
+                                "queue_arguments": {"x-queue-mode": "lazy"}},
 }
 
 
@@ -103,11 +106,11 @@ def spread(values: list[float], unit: str = "") -> str:
             f"({min(values):,.0f}-{max(values):,.0f})")
 
 
-async def main(n: int, repeats: int) -> None:
-    runs: dict[str, list[tuple[float, float, float | None]]] = {kind: [] for kind in KINDS}
+async def main(n: int, repeats: int, kinds: list[str]) -> None:
+    runs: dict[str, list[tuple[float, float, float | None]]] = {kind: [] for kind in kinds}
     for _ in range(repeats):
-        for kind, options in KINDS.items():
-            runs[kind].append(await measure(options, n))
+        for kind in kinds:
+            runs[kind].append(await measure(KINDS[kind], n))
     print(f"{n:,} tasks, {repeats} runs, median (min-max)\n")
     print("| queue | enqueue / s | drain / s | RabbitMQ µs CPU per task |")
     print("| --- | --- | --- | --- |")
@@ -122,5 +125,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kinds", type=lambda text: text.split(","), default=list(KINDS),
+                        help=f"comma-separated, of: {', '.join(KINDS)}")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.n, arguments.repeats))
+    unknown = sorted(set(arguments.kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(unknown)}")
+    asyncio.run(main(arguments.n, arguments.repeats, arguments.kinds))
