@@ -165,7 +165,7 @@ class RedisConsumer:
         #: Whether the last blocking read found entries: more may be streaming in.
         self._read_found = False
         self._closed = False
-        self._acks: Batcher[tuple[str, bytes], None] = Batcher(self._flush_acks, eager=True)
+        self._acks: Batcher[tuple[str, bytes], None] = Batcher(self._flush_acks)
         self._heartbeat = asyncio.create_task(self._renew_leases())
 
     # -- fetching --
