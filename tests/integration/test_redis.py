@@ -274,6 +274,7 @@ async def test_a_steady_stream_of_tasks_does_not_hold_back_due_etas(
     finally:
         await consumer.close()
 
+
 async def test_release_is_not_counted_as_an_attempt(
     broker: RedisBroker, make_broker: MakeBroker, queue_name: str
 ) -> None:
@@ -559,18 +560,18 @@ async def test_celery_reads_an_aiotq_result(backend: RedisBackend, task_id: str,
     assert found["status"] == "SUCCESS" and found["result"] == {"answer": 42}
 
 
+async def first_state(backend: RedisBackend, task_id: str) -> Meta:
+    async for item in backend.watch([task_id]):
+        return item
+    raise AssertionError("the watch ended")
+
 async def test_many_watchers_share_one_reading_connection(
     backend: RedisBackend, admin: Redis
 ) -> None:
     ids = [f"test-{uuid.uuid4()}" for _ in range(200)]
 
-    async def first_state(task_id: str) -> Meta:
-        async for item in backend.watch([task_id]):
-            return item
-        raise AssertionError("the watch ended")
-
     try:
-        watching = [asyncio.create_task(first_state(task_id)) for task_id in ids]
+        watching = [asyncio.create_task(first_state(backend, task_id)) for task_id in ids]
         await asyncio.sleep(0.2)
         for task_id in ids:
             await backend.store(meta(task_id, "SUCCESS", task_id))
@@ -584,7 +585,6 @@ async def test_many_watchers_share_one_reading_connection(
                            *[f"aiotq:states:{t}" for t in ids])
 
 
-
 async def test_watches_one_after_another_need_no_wake_ups(
     backend: RedisBackend, admin: Redis
 ) -> None:
@@ -592,14 +592,9 @@ async def test_watches_one_after_another_need_no_wake_ups(
     # last watch, so the next one starts a read of its own instead of waking a stale one.
     ids = [f"test-{uuid.uuid4()}" for _ in range(5)]
 
-    async def first_state(task_id: str) -> Meta:
-        async for item in backend.watch([task_id]):
-            return item
-        raise AssertionError("the watch ended")
-
     try:
         for task_id in ids:
-            watching = asyncio.create_task(first_state(task_id))
+            watching = asyncio.create_task(first_state(backend, task_id))
             await asyncio.sleep(0.05)  # the feed now blocks on this task's stream
             await backend.store(meta(task_id, "SUCCESS", task_id))
             async with asyncio.timeout(5):
