@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import machine, report
 from .adapters import MODULES, load
 from .config import AMQP_URL, FULL, QUICK, REDIS_URL, Sizes
 from .harness import LOGS, RESULTS
@@ -92,10 +92,15 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def run(adapters: Sequence[str], plan: Sequence[tuple[str, str]], sizes: Sizes, quick: bool,
-        missing: dict[str, str]) -> list[dict[str, Any]]:
+        missing: dict[str, str], readings: list[machine.Reading]) -> list[dict[str, Any]]:
+    """Every measurement of ``plan``; a probe of the machine before each repetition goes to
+    ``readings``."""
     records: list[dict[str, Any]] = []
     settled: set[tuple[str, str, str]] = set()  # n/a once is n/a always
     for rep in range(sizes.repeats):
+        readings.append(machine.probe())
+        print(f"[{rep + 1}/{sizes.repeats}] machine: {readings[-1].describe()}",
+              file=sys.stderr, flush=True)
         for broker, scenario in plan:
             runnable = [a for a in adapters if broker in MODULES[a][1]]
             shift = rep % len(runnable) if runnable else 0
@@ -169,7 +174,7 @@ def _aiotq_revision() -> str:
     return f"{rev}{' + uncommitted edits' if dirty else ''}"
 
 
-def header(sizes: Sizes, quick: bool) -> list[str]:
+def header(sizes: Sizes, quick: bool, readings: Sequence[machine.Reading]) -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     mode = "quick (`make bench-quick`)" if quick else "full (`make bench`)"
     return [
@@ -177,6 +182,9 @@ def header(sizes: Sizes, quick: bool) -> list[str]:
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; run: {mode}",
         f"- Machine: {os.cpu_count()} cores, {_cpu_model()}, {memory:.0f} GiB; "
         f"Python {platform.python_version()} on {platform.system()}",
+        "- How much of the machine the run got, before each repetition "
+        "(`benchmarks/machine.py`; a thread with a CPU to itself runs close to 100%): "
+        + "; ".join(reading.describe() for reading in readings),
         f"- Servers (loopback): {_servers()}",
         f"- aiotq revision: {_aiotq_revision()}",
         f"- Versions: {_versions()}",
@@ -221,8 +229,9 @@ def main() -> None:
             pools[name] = load(name).pool
         except ImportError as exc:
             missing[name] = f"not installed: {exc}"[:120]
-    records = run(adapters, plan, sizes, args.quick, missing)
-    head = header(sizes, args.quick)
+    readings: list[machine.Reading] = []
+    records = run(adapters, plan, sizes, args.quick, missing, readings)
+    head = header(sizes, args.quick, readings)
     text = report.render(records, adapters, pools, head)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text(text + "\n")
