@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine, report
-from .adapters import MODULES, load
+from .adapters import MODULES, SCENARIOS, load
 from .config import AMQP_URL, FULL, QUICK, REDIS_URL, Sizes
 from .harness import LOGS, RESULTS
 
@@ -102,7 +102,8 @@ def run(adapters: Sequence[str], plan: Sequence[tuple[str, str]], sizes: Sizes, 
         print(f"[{rep + 1}/{sizes.repeats}] machine: {readings[-1].describe()}",
               file=sys.stderr, flush=True)
         for broker, scenario in plan:
-            runnable = [a for a in adapters if broker in MODULES[a][1]]
+            runnable = [a for a in adapters
+                        if broker in MODULES[a][1] and scenario in SCENARIOS.get(a, (scenario,))]
             shift = rep % len(runnable) if runnable else 0
             for adapter in runnable[shift:] + runnable[:shift]:
                 key = (broker, scenario, adapter)

@@ -7,10 +7,12 @@ import importlib
 
 from .base import Adapter, Context, NotSupported
 
-#: name -> (module, brokers it runs on). Kept here, not on the classes, so the planner
-#: knows the brokers without importing any framework.
+#: name -> (module, or module:class when it is not the module's ADAPTER; brokers it runs
+#: on). Kept here, not on the classes, so the planner knows the brokers without importing
+#: any framework.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "aiotq": ("aiotq_", ("redis", "amqp", "sqlite")),
+    "aiotq-redis-results": ("aiotq_:AiotqRedisResultsAdapter", ("amqp",)),
     "celery": ("celery_", ("redis", "amqp")),
     "taskiq": ("taskiq_", ("redis", "amqp")),
     "arq": ("arq_", ("redis",)),
@@ -22,11 +24,16 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "raw-aiopika": ("raw_aiopika", ("amqp",)),
 }
 
+#: Adapters measured only in some scenarios: a variant of aiotq's setup runs only where it
+#: differs from the default (the rest would measure the same code twice).
+SCENARIOS: dict[str, tuple[str, ...]] = {"aiotq-redis-results": ("B2", "C")}
+
 
 def load(name: str) -> type[Adapter]:
-    module = importlib.import_module(f".{MODULES[name][0]}", __package__)
-    adapter: type[Adapter] = module.ADAPTER
+    module_name, _, class_name = MODULES[name][0].partition(":")
+    module = importlib.import_module(f".{module_name}", __package__)
+    adapter: type[Adapter] = getattr(module, class_name or "ADAPTER")
     return adapter
 
 
-__all__ = ["MODULES", "Adapter", "Context", "NotSupported", "load"]
+__all__ = ["MODULES", "SCENARIOS", "Adapter", "Context", "NotSupported", "load"]

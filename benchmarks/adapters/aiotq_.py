@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from aiotq import App, Worker, group
 
@@ -16,10 +16,12 @@ from .base import Adapter, Context, EnqueueMode
 class AiotqAdapter(Adapter):
     name = "aiotq"
     batch_api = True  # group(...).apply_async(): one publish_many per 100
+    #: Result backend by broker; the broker's own URL where none is named.
+    backends: ClassVar[Mapping[str, str]] = {"redis": REDIS_URL, "amqp": "rpc://"}
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        backend = {"redis": REDIS_URL, "amqp": "rpc://"}.get(ctx.broker, ctx.url)
+        backend = self.backends.get(ctx.broker, ctx.url)
         self.app = App("bench", broker=ctx.url, backend=backend,
                        task_default_queue=self.queue,
                        broker_transport_options={"key_prefix": self.queue})
@@ -64,6 +66,14 @@ class AiotqAdapter(Adapter):
         # The dead-letter queue and the delay queues (TTL levels of 2**k s) of far ETAs.
         delays = [f"{self.queue}.delay.{2 ** level}s" for level in range(23)]
         return [self.queue, f"{self.queue}.dead", *delays], []
+
+
+class AiotqRedisResultsAdapter(AiotqAdapter):
+    """aiotq on RabbitMQ with its results in Redis: what dramatiq's RabbitMQ numbers use
+    (it has no AMQP result backend), so the two compare like for like."""
+
+    name = "aiotq-redis-results"
+    backends: ClassVar[Mapping[str, str]] = {"amqp": REDIS_URL}
 
 
 ADAPTER = AiotqAdapter
