@@ -183,8 +183,9 @@ def header(sizes: Sizes, quick: bool, readings: Sequence[machine.Reading]) -> li
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; run: {mode}",
         f"- Machine: {os.cpu_count()} cores, {_cpu_model()}, {memory:.0f} GiB; "
         f"Python {platform.python_version()} on {platform.system()}",
-        "- How much of the machine the run got, before each repetition "
-        "(`benchmarks/machine.py`; a thread with a CPU to itself runs close to 100%): "
+        "- How much of the machine the run got, and how fast it was, before each repetition "
+        "(`benchmarks/machine.py`; a thread with a CPU to itself runs close to 100%; loop "
+        "turns and the ping-pong compare runs on this machine, not across machines): "
         + "; ".join(reading.describe() for reading in readings),
         f"- Servers (loopback): {_servers()}",
         f"- aiotq revision: {_aiotq_revision()}",
