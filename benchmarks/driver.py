@@ -108,12 +108,13 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = _parser().parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    adapter = load(args.adapter)
     if args.command == "worker":
-        load(args.adapter)(Context(args.broker, args.tag, args.store, args.tuned)).run_worker()
+        adapter(Context(args.broker, args.tag, args.store, args.tuned)).run_worker()
     elif args.command == "cleanup":
-        asyncio.run(cleanup(load(args.adapter)(Context(args.broker, args.tag))))
+        asyncio.run(cleanup(adapter(Context(args.broker, args.tag))))
     else:
-        print(json.dumps(asyncio.run(_measure(args))), flush=True)
+        print(json.dumps(adapter.run(_measure(args))), flush=True)
 
 
 if __name__ == "__main__":

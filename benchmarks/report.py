@@ -12,7 +12,7 @@ from typing import Any
 BROKER_TITLES = {"redis": "Redis", "amqp": "RabbitMQ", "sqlite": "SQLite"}
 RAW = ("raw-redis", "raw-aiopika")
 #: aiotq in a setup other than its defaults: never a peer, and never aiotq's headline.
-VARIANTS = ("aiotq-redis-results",)
+VARIANTS = ("aiotq-redis-results", "aiotq-uvloop")
 
 
 @dataclass(slots=True)
@@ -173,6 +173,10 @@ TARGETS = [
     Target("redis", "B2", "B2", _throughput(["B2"]), "≥ 3x best peer", _at_least(3)),
     Target("redis", "C", "C p50", _latency("p50"), "≤ 0.8 ms", _at_most(0.8)),
     Target("redis", "C", "C p99", _latency("p99"), "≤ 2 ms", _at_most(2.0)),
+    Target("redis", "C", "C p50 on uvloop (aiotq-uvloop)", _latency("p50", "aiotq-uvloop"),
+           "≤ 0.8 ms", _at_most(0.8)),
+    Target("redis", "C", "C p99 on uvloop (aiotq-uvloop)", _latency("p99", "aiotq-uvloop"),
+           "≤ 2 ms", _at_most(2.0)),
     Target("amqp", "A", "A delay() (confirms)", _throughput(["A:delay"]), "≥ 1x best peer",
            _at_least(1)),
     Target("amqp", "B1", "B1", _throughput(["B1"]), "≥ 2x best peer", _at_least(2)),
@@ -180,6 +184,8 @@ TARGETS = [
     Target("amqp", "C", "C p50", _latency("p50"), "≤ 1.0 ms", _at_most(1.0)),
     Target("amqp", "C", "C p50, results in Redis as dramatiq's (aiotq-redis-results)",
            _latency("p50", "aiotq-redis-results"), "≤ 1.0 ms", _at_most(1.0)),
+    Target("amqp", "C", "C p50 on uvloop (aiotq-uvloop)", _latency("p50", "aiotq-uvloop"),
+           "≤ 1.0 ms", _at_most(1.0)),
     Target("sqlite", "A", "A delay()", _throughput(["A:delay"]), "≥ 2x huey", _at_least(2)),
     Target("sqlite", "B1", "B1", _throughput(["B1"]), "≥ 2x huey", _at_least(2)),
 ]

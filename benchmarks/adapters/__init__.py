@@ -13,6 +13,7 @@ from .base import Adapter, Context, NotSupported
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "aiotq": ("aiotq_", ("redis", "amqp", "sqlite")),
     "aiotq-redis-results": ("aiotq_:AiotqRedisResultsAdapter", ("amqp",)),
+    "aiotq-uvloop": ("aiotq_uvloop", ("redis", "amqp", "sqlite")),
     "celery": ("celery_", ("redis", "amqp")),
     "taskiq": ("taskiq_", ("redis", "amqp")),
     "arq": ("arq_", ("redis",)),
@@ -26,7 +27,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: Adapters measured only in some scenarios: a variant of aiotq's setup runs only where it
 #: differs from the default (the rest would measure the same code twice).
-SCENARIOS: dict[str, tuple[str, ...]] = {"aiotq-redis-results": ("B2", "C")}
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "aiotq-redis-results": ("B2", "C"),
+    "aiotq-uvloop": ("A:delay", "B1", "B2", "C"),
+}
 
 
 def load(name: str) -> type[Adapter]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -56,7 +55,7 @@ class AiotqAdapter(Adapter):
         return await result.get(timeout=10)
 
     def run_worker(self) -> None:
-        asyncio.run(Worker(self.app, [self.queue], concurrency=CONCURRENCY).run())
+        self.run(Worker(self.app, [self.queue], concurrency=CONCURRENCY).run())
 
     def redis_patterns(self) -> list[str]:
         # Result keys carry no queue name; this database is the benchmarks' own.

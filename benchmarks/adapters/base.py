@@ -8,12 +8,13 @@ task names, queues and URLs. Every name it creates in a broker contains ``self.q
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..config import AMQP_URL, REDIS_URL
 from ..harness import in_batches
@@ -23,6 +24,8 @@ EnqueueMode = Callable[[Sequence[int]], Awaitable[None]]
 
 #: Far enough that nothing comes due while scenario D runs.
 FAR = 86_400.0
+
+T = TypeVar("T")
 
 
 class NotSupported(Exception):
@@ -70,6 +73,17 @@ class Adapter(ABC):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.queue = ctx.queue
+
+    @classmethod
+    def new_loop(cls) -> asyncio.AbstractEventLoop:
+        """The event loop the driver and the worker run on."""
+        return asyncio.new_event_loop()
+
+    @classmethod
+    def run(cls, main: Coroutine[Any, Any, T]) -> T:
+        """Run ``main`` to completion on a fresh loop of :meth:`new_loop`'s kind."""
+        with asyncio.Runner(loop_factory=cls.new_loop) as runner:
+            return runner.run(main)
 
     # -- producer side --
 

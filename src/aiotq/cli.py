@@ -118,7 +118,7 @@ def _run(main: Coroutine[Any, Any, int], loop: LoopKind = LoopKind.asyncio) -> i
             factory = importlib.import_module("uvloop").new_event_loop
         except ImportError:
             main.close()
-            _fail("--loop uvloop needs uvloop: pip install uvloop")
+            _fail("--loop uvloop needs uvloop: pip install 'aiotq[uvloop]'")
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(main)

@@ -53,6 +53,12 @@ async def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task
+async def event_loop() -> str:
+    """The module of the event loop the worker runs tasks on (``--loop``)."""
+    return type(asyncio.get_running_loop()).__module__
+
+
 @app.task(bind=True)
 async def count_to(self: Task[Any, Any], total: int, step: float) -> int:
     """Report ``{"current", "total"}`` progress on the way to ``total``."""

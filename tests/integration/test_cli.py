@@ -214,6 +214,17 @@ async def test_burst_drains_the_queue_and_exits_0(cluster: Cluster) -> None:
     assert [await r.get(timeout=5) for r in results] == [0, 2, 4, 6, 8]
 
 
+@pytest.mark.parametrize("broker_url", BROKERS[:1], indirect=True)
+async def test_loop_uvloop_runs_the_worker_on_uvloop(cluster: Cluster) -> None:
+    on_default = await cluster.send("event_loop")
+    assert await cluster.exit_code(cluster.worker("--burst"), 15) == 0, cluster.logs()
+    on_uvloop = await cluster.send("event_loop")
+    assert await cluster.exit_code(cluster.worker("--burst", "--loop", "uvloop"), 15) == 0
+
+    assert await on_default.get(timeout=5) == "asyncio.unix_events"
+    assert (await on_uvloop.get(timeout=5)).startswith("uvloop"), cluster.logs()
+
+
 @shared_results
 async def test_call_then_result_wait_round_trip(cluster: Cluster) -> None:
     cluster.worker()
