@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from .config import BATCH
+from .stats import percentile
 
 MARKER = "@@bench "
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -205,14 +206,6 @@ async def in_batches(xs: Sequence[int], send: Callable[[int], Awaitable[object]]
 
 def chunks(xs: Sequence[int], size: int = BATCH) -> list[Sequence[int]]:
     return [xs[start:start + size] for start in range(0, len(xs), size)]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
 
 
 def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:

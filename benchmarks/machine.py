@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .stats import percentile
+
 #: A pause longer than this in a busy loop is time the thread did not run.
 STALL = 0.001
 
@@ -51,11 +53,6 @@ class Reading:
         return text
 
 
-def _percentile(values: Sequence[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def summarize(wall: float, stalls: Sequence[float], sleeps: Sequence[float], turns: int = 0,
               pongs: Sequence[float] = ()) -> Reading:
     """A reading from a busy loop's duration, stalls and turns, the durations of short
@@ -64,10 +61,10 @@ def summarize(wall: float, stalls: Sequence[float], sleeps: Sequence[float], tur
     return Reading(
         cpu_share=ran / wall if wall > 0 else 1.0,
         longest_stall_ms=max(stalls, default=0.0) * 1e3,
-        sleep_p99_ms=_percentile(sleeps, 0.99) * 1e3,
+        sleep_p99_ms=percentile(sorted(sleeps), 99) * 1e3,
         turns_per_us=turns / (ran * 1e6) if ran > 0 else 0.0,
-        wakeup_p50_us=_percentile(pongs, 0.5) * 1e6 if pongs else None,
-        wakeup_p99_us=_percentile(pongs, 0.99) * 1e6 if pongs else None,
+        wakeup_p50_us=percentile(sorted(pongs), 50) * 1e6 if pongs else None,
+        wakeup_p99_us=percentile(sorted(pongs), 99) * 1e6 if pongs else None,
     )
 
 
@@ -101,11 +98,14 @@ def _ping_pong(count: int) -> list[float]:
     from_child, to_parent = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(to_child)
-        os.close(from_child)
-        while os.read(from_parent, 1):
-            os.write(to_parent, b".")
-        os._exit(0)
+        # The child never returns into the caller's code, whatever a pipe does.
+        try:
+            os.close(to_child)
+            os.close(from_child)
+            while os.read(from_parent, 1):
+                os.write(to_parent, b".")
+        finally:
+            os._exit(0)
     os.close(from_parent)
     os.close(to_parent)
     times = []
