@@ -12,11 +12,13 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from aiotq.broker.base import BrokerContext, Delivery, Outgoing, Route
@@ -634,6 +636,29 @@ async def test_watch_replays_history_then_follows_a_group(
     finally:
         await admin.delete(*[f"celery-task-meta-{t}" for t in ids],
                            *[f"aiotq:states:{t}" for t in ids])
+
+
+async def test_a_lone_publish_is_sent_before_its_caller_yields(
+    broker: RedisBroker, queue_name: str
+) -> None:
+    """A lone ``delay()`` is sent by its caller, not an event-loop turn later by a flushing
+    task: its round trip starts at once."""
+    await broker.publish(message(0), Route(queue_name))  # Redis has the script from now on
+    publishing = asyncio.create_task(broker.publish(message(1), Route(queue_name)))
+    await asyncio.sleep(0)  # the publishing task runs up to its first wait
+    lengths = lengths_while_the_loop_is_held(broker.layout.keys(queue_name).lanes)
+    await publishing
+    assert sum(lengths) == 2
+
+
+def lengths_while_the_loop_is_held(keys: Sequence[str]) -> list[int]:
+    """Blocks the event loop on purpose: Redis takes what was sent, nothing more is sent."""
+    time.sleep(0.2)
+    reader = SyncRedis.from_url(REDIS_URL)
+    try:
+        return [reader.xlen(key) for key in keys]
+    finally:
+        reader.close()
 
 
 async def test_message_frames_are_what_the_stream_holds(
