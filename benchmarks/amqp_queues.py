@@ -24,20 +24,36 @@ from typing import Any
 import aiormq
 
 from aiotq import App, Worker
-from aiotq.broker.amqp import MODERN_CLASSIC_QUEUE
 
 from .config import AMQP_URL, BATCH, CONCURRENCY
 
+#: The version 2 index and store, in lazy mode: what every classic queue is from RabbitMQ
+#: 3.13 on.
+V2_LAZY = {"x-queue-version": 2, "x-queue-mode": "lazy"}
 #: name -> broker_transport_options
 KINDS: dict[str, dict[str, Any]] = {
     "plain": {"max_priority": None, "queue_arguments": {}},
     "x-max-priority 10": {"max_priority": 10, "queue_arguments": {}},
-    "plain + v2 lazy": {"max_priority": None, "queue_arguments": MODERN_CLASSIC_QUEUE},
-    "x-max-priority 10 + v2 lazy": {"max_priority": 10, "queue_arguments": MODERN_CLASSIC_QUEUE},
+    "plain + v2 lazy": {"max_priority": None, "queue_arguments": V2_LAZY},
+    "x-max-priority 10 + v2 lazy": {"max_priority": 10, "queue_arguments": V2_LAZY},
     "x-max-priority 10 + v2": {"max_priority": 10, "queue_arguments": {"x-queue-version": 2}},
     "x-max-priority 10 + lazy": {"max_priority": 10,
                                 "queue_arguments": {"x-queue-mode": "lazy"}},
 }
+
+
+def kinds(text: str) -> list[str]:
+    """``--kinds``: comma-separated names of :data:`KINDS`."""
+    names = text.split(",")
+    unknown = sorted(set(names) - set(KINDS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kinds: {', '.join(unknown)}")
+    return names
+
+
+def add_kinds_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kinds", type=kinds, default=list(KINDS),
+                        help=f"comma-separated, of: {', '.join(KINDS)}")
 
 
 def rabbitmq_cpu() -> float | None:
@@ -125,10 +141,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--kinds", type=lambda text: text.split(","), default=list(KINDS),
-                        help=f"comma-separated, of: {', '.join(KINDS)}")
+    add_kinds_argument(parser)
     arguments = parser.parse_args()
-    unknown = sorted(set(arguments.kinds) - set(KINDS))
-    if unknown:
-        parser.error(f"unknown kinds: {', '.join(unknown)}")
     asyncio.run(main(arguments.n, arguments.repeats, arguments.kinds))
