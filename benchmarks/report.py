@@ -12,7 +12,7 @@ from typing import Any
 BROKER_TITLES = {"redis": "Redis", "amqp": "RabbitMQ", "sqlite": "SQLite"}
 RAW = ("raw-redis", "raw-aiopika")
 #: aiotq in a setup other than its defaults: never a peer, and never aiotq's headline.
-VARIANTS = ("aiotq-redis-results", "aiotq-uvloop", "aiotq-lazy-v1")
+VARIANTS = ("aiotq-redis-results", "aiotq-uvloop", "aiotq-v2-lazy")
 
 
 @dataclass(slots=True)
@@ -180,15 +180,15 @@ TARGETS = [
            "≤ 2 ms", _at_most(2.0)),
     Target("amqp", "A", "A delay() (confirms)", _throughput(["A:delay"]), "≥ 1x best peer",
            _at_least(1)),
-    Target("amqp", "A", "A delay() (confirms) on version 1 lazy queues (aiotq-lazy-v1)",
-           _throughput(["A:delay"], "aiotq-lazy-v1"), "≥ 1x best peer", _at_least(1)),
+    Target("amqp", "A", "A delay() (confirms) on version 2 lazy queues (aiotq-v2-lazy)",
+           _throughput(["A:delay"], "aiotq-v2-lazy"), "≥ 1x best peer", _at_least(1)),
     Target("amqp", "B1", "B1", _throughput(["B1"]), "≥ 2x best peer", _at_least(2)),
     Target("amqp", "B2", "B2", _throughput(["B2"]), "≥ 2x best peer", _at_least(2)),
     Target("amqp", "C", "C p50", _latency("p50"), "≤ 1.0 ms", _at_most(1.0)),
     Target("amqp", "C", "C p50, results in Redis as dramatiq's (aiotq-redis-results)",
            _latency("p50", "aiotq-redis-results"), "≤ 1.0 ms", _at_most(1.0)),
-    Target("amqp", "C", "C p50 on version 1 lazy queues (aiotq-lazy-v1)",
-           _latency("p50", "aiotq-lazy-v1"), "≤ 1.0 ms", _at_most(1.0)),
+    Target("amqp", "C", "C p50 on version 2 lazy queues (aiotq-v2-lazy)",
+           _latency("p50", "aiotq-v2-lazy"), "≤ 1.0 ms", _at_most(1.0)),
     Target("amqp", "C", "C p50 on uvloop (aiotq-uvloop)", _latency("p50", "aiotq-uvloop"),
            "≤ 1.0 ms", _at_most(1.0)),
     Target("sqlite", "A", "A delay()", _throughput(["A:delay"]), "≥ 2x huey", _at_least(2)),

@@ -13,7 +13,7 @@ from .base import Adapter, Context, NotSupported
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "aiotq": ("aiotq_", ("redis", "amqp", "sqlite")),
     "aiotq-redis-results": ("aiotq_:AiotqRedisResultsAdapter", ("amqp",)),
-    "aiotq-lazy-v1": ("aiotq_:AiotqLazyV1Adapter", ("amqp",)),
+    "aiotq-v2-lazy": ("aiotq_:AiotqV2LazyAdapter", ("amqp",)),
     "aiotq-uvloop": ("aiotq_uvloop", ("redis", "amqp", "sqlite")),
     "celery": ("celery_", ("redis", "amqp")),
     "taskiq": ("taskiq_", ("redis", "amqp")),
@@ -32,7 +32,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 #: round trip; uvloop is measured on one enqueue mode, the drains and C).
 SCENARIOS: dict[str, tuple[str, ...]] = {
     "aiotq-redis-results": ("B2", "C"),
-    "aiotq-lazy-v1": ("A:delay", "C"),
+    "aiotq-v2-lazy": ("A:delay", "C"),
     "aiotq-uvloop": ("A:delay", "B1", "B2", "C"),
 }
 

@@ -634,25 +634,25 @@ async def declared_with(admin: Admin, queue: str, arguments: dict[str, object]) 
     return True
 
 
-async def test_queues_are_declared_as_rabbitmq_3_12_declares_classic_queues(
+async def test_queues_are_declared_with_the_default_arguments_for_the_server(
         make_broker: MakeBroker, admin: Admin, queue_name: str) -> None:
     broker = await make_broker()
     await broker.publish(message(1), Route(queue_name))
     await broker.publish(message(2), Route(queue_name), eta=after(3600))
-    modern = amqp_broker.default_queue_arguments((await broker.connection()).version)
-    assert await broker.task_queue_arguments() == {**modern, "x-max-priority": 10}
-    assert await declared_with(admin, queue_name, {**modern, "x-max-priority": 10})
+    default = amqp_broker.default_queue_arguments((await broker.connection()).version)
+    assert await broker.task_queue_arguments() == {**default, "x-max-priority": 10}
+    assert await declared_with(admin, queue_name, {**default, "x-max-priority": 10})
     level = amqp_broker.delay_level(3600, Settings().worker_eta_horizon)
     assert level is not None
     assert await declared_with(admin, delay_queue("", queue_name, level), {
-        **modern, "x-message-ttl": 2 ** level * 1000, "x-dead-letter-exchange": "",
+        **default, "x-message-ttl": 2 ** level * 1000, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue_name})
 
 
 @pytest.mark.parametrize(("version", "arguments"), [
     ((3, 5, 7), {}),
-    ((3, 10, 8), {"x-queue-version": 2, "x-queue-mode": "lazy"}),
-    ((3, 11, 28), {"x-queue-version": 2, "x-queue-mode": "lazy"}),
+    ((3, 10, 8), {"x-queue-mode": "lazy"}),
+    ((3, 11, 28), {"x-queue-mode": "lazy"}),
     ((3, 12, 0), {"x-queue-version": 2}),
     ((3, 13, 1), {}),
     ((4, 1, 0), {}),
@@ -665,11 +665,12 @@ def test_default_queue_arguments_follow_the_server(version: tuple[int, ...],
 
 async def test_queue_arguments_replace_the_default(make_broker: MakeBroker, admin: Admin,
                                                    queue_name: str) -> None:
+    version_2 = {"x-queue-version": 2}
     broker = await make_broker(broker_transport_options={
-        "max_priority": None, "queue_arguments": {"x-queue-mode": "lazy"}})
+        "max_priority": None, "queue_arguments": version_2})
     await broker.publish(message(1), Route(queue_name))
-    assert await broker.task_queue_arguments() == {"x-queue-mode": "lazy"}
-    assert await declared_with(admin, queue_name, {"x-queue-mode": "lazy"})
+    assert await broker.task_queue_arguments() == version_2
+    assert await declared_with(admin, queue_name, version_2)
     plain = await make_broker(broker_transport_options={"max_priority": None,
                                                         "queue_arguments": {}})
     await plain.publish(message(2), Route(queue_name + "-b"))
