@@ -42,7 +42,7 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 
 
-def kinds(text: str) -> list[str]:
+def parse_kinds(text: str) -> list[str]:
     """``--kinds``: comma-separated names of :data:`KINDS`."""
     names = text.split(",")
     unknown = sorted(set(names) - set(KINDS))
@@ -52,7 +52,7 @@ def kinds(text: str) -> list[str]:
 
 
 def add_kinds_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kinds", type=kinds, default=list(KINDS),
+    parser.add_argument("--kinds", type=parse_kinds, default=list(KINDS),
                         help=f"comma-separated, of: {', '.join(KINDS)}")
 
 
