@@ -47,6 +47,7 @@ from aiormq.connection import TransportFactory
 from aiormq.exceptions import (
     AMQPConnectionError,
     AMQPError,
+    ChannelClosed,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
@@ -303,20 +304,25 @@ def writable(channel: Channel) -> bool:
 
 
 class Publisher:
-    """Publishes on one confirm channel, in batches (group commit).
+    """Publishes on one channel, in batches (group commit), with publisher confirms unless
+    ``confirms`` is false.
 
-    The publishes of one event-loop turn (a gather of ``delay()`` calls, a group) go out
-    together, with consecutive delivery tags, as one socket write per ``EARLY`` publishes
-    (so RabbitMQ starts on the first ones while the rest are still being encoded) and one
-    for the rest at the end of the turn; each caller then awaits its own confirm. The
-    frames go straight to the connection's socket, and the broker's confirms and returns
-    come straight from it (:class:`_Reader`): this class keeps the channel's
-    publisher-confirm bookkeeping itself, and aiormq only opens and closes the channel.
+    The first publish of an event-loop turn is written at once, before its caller yields:
+    a lone publish (a round trip someone waits for) does not wait for the turn to end. The
+    others of the turn (a gather of ``delay()`` calls, a group) go out together, with
+    consecutive delivery tags, in one socket write whenever the turn's count reaches a
+    multiple of ``EARLY`` (so RabbitMQ starts on the first ones while the rest are still
+    being encoded) and one for the rest at the end of the turn; each caller then awaits
+    its own confirm. The frames go straight to the connection's socket, and the broker's
+    confirms and returns come straight from it (:class:`_Reader`): this class keeps the
+    channel's publisher-confirm bookkeeping itself, and aiormq only opens and closes the
+    channel.
 
     A returned message fails its publish with :class:`UnroutableError`, a nack with
     :class:`TransportError`; a closed channel or connection fails every publish not yet
     confirmed with the reason; a confirm that does not come within ``timeout`` fails its
-    publish with :class:`TimeoutError`.
+    publish with :class:`TimeoutError`. Without confirms a publish is done once written,
+    and a closed channel fails only those not written yet.
     """
 
     #: Publishes written at once when this many wait (see the class docstring).
@@ -325,8 +331,9 @@ class Publisher:
     BACKLOG = 1 << 20
 
     def __init__(self, channel: AbstractChannel, socket: _Socket,
-                 timeout: float | None) -> None:
+                 timeout: float | None, *, confirms: bool = True) -> None:
         self.channel = cast(Channel, channel)
+        self.confirms = confirms
         self.number: int = channel.number
         self._writer = socket.writer
         self._frame_max: int = self.channel.connection.connection_tune.frame_max
@@ -336,7 +343,9 @@ class Publisher:
         self._ids = itertools.count(1)
         self._methods: dict[tuple[str, str, bool], bytes] = {}
         self._queue: list[_Pending] = []
+        #: Whether a flush waits for the end of this turn, and how many publishes came in it.
         self._scheduled = False
+        self._in_turn = 0
         #: The channel's last delivery tag, and its publishes not settled yet, by tag.
         self._tag = 0
         self._unconfirmed: OrderedDict[int, _Pending] = OrderedDict()
@@ -374,13 +383,14 @@ class Publisher:
         frames = wire.content(self.number, *properties, message_id, body, self._frame_max)
         frames.insert(0, method)
         pending = _Pending(frames, message_id, self._loop.create_future())
-        queue = self._queue
-        queue.append(pending)
-        if len(queue) >= self.EARLY:
-            self._flush()
-        elif not self._scheduled:
+        self._queue.append(pending)
+        if not self._scheduled:
             self._scheduled = True
+            self._in_turn = 0
             self._loop.call_soon(self._flush)
+        self._in_turn += 1
+        if self._in_turn == 1 or self._in_turn % self.EARLY == 0:
+            self._write()
         return pending
 
     def forget(self, pending: _Pending) -> None:
@@ -390,6 +400,9 @@ class Publisher:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._write()
+
+    def _write(self) -> None:
         batch = [pending for pending in self._queue if not pending.future.done()]
         self._queue = []
         if not batch:
@@ -397,6 +410,16 @@ class Publisher:
         if self.is_closed:
             self._fail(batch, None)
             return
+        if self.confirms:
+            self._await_confirms(batch)
+        self._writer.write(b"".join([frame for pending in batch for frame in pending.frames]))
+        for pending in batch:
+            pending.frames = []
+            if not self.confirms:
+                pending.future.set_result(None)
+
+    def _await_confirms(self, batch: list[_Pending]) -> None:
+        """Number ``batch`` with the channel's next delivery tags, to match the confirms."""
         unconfirmed, by_id = self._unconfirmed, self._by_id
         deadline = math.inf if self._timeout is None else self._loop.time() + self._timeout
         tag = self._tag
@@ -407,9 +430,6 @@ class Publisher:
             unconfirmed[tag] = pending
             by_id[pending.message_id] = pending
         self._tag = tag
-        self._writer.write(b"".join([frame for pending in batch for frame in pending.frames]))
-        for pending in batch:
-            pending.frames = []
         if self._timer is None and self._timeout is not None:
             self._timer = self._loop.call_at(deadline, self._expire)
 
@@ -476,6 +496,11 @@ class Publisher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self.confirms and isinstance(reason, ChannelClosed):
+            # No publish waits to learn it: say it rather than lose them quietly.
+            logger.warning("RabbitMQ closed channel %d, which publishes without confirms "
+                           "(%s): what was written on it just before may be lost",
+                           self.number, reason)
         self._fail(waiting, reason)
 
     @staticmethod
@@ -602,6 +627,9 @@ class _Streams(TransportFactory):
 class AMQPConnection:
     """A robust connection with a confirmed publishing pool and cached declarations."""
 
+    #: The :meth:`publisher` slot of the channel without publisher confirms.
+    UNCONFIRMED = -1
+
     def __init__(self, url: str, options: Mapping[str, Any]) -> None:
         self.url = url
         self._pool_size = max(1, int(options.get("publish_channels", 4)))
@@ -612,8 +640,9 @@ class AMQPConnection:
         self._streams = _Streams()
         self.closed = False
         self._connecting: asyncio.Lock | None = None
-        self._pool: list[Publisher | None] = [None] * self._pool_size
-        self._opening: list[asyncio.Lock] = [asyncio.Lock() for _ in range(self._pool_size)]
+        # The pool's confirm channels, then the channel without confirms (UNCONFIRMED).
+        self._pool: list[Publisher | None] = [None] * (self._pool_size + 1)
+        self._opening = [asyncio.Lock() for _ in self._pool]
         self._next = 0
         self._picks = 0
         self._topology: AbstractChannel | None = None
@@ -714,23 +743,29 @@ class AMQPConnection:
         return self._next
 
     async def publisher(self, slot: int) -> Publisher:
+        """The publisher of ``slot`` in the pool (:meth:`pick`), on a confirm channel; or of
+        ``UNCONFIRMED``, one channel without confirms, for transient messages whose sender
+        keeps no promise that they arrived (``rpc://`` replies): for those the confirm
+        would only keep the broker and the sender busy while the receiver waits."""
         publisher = self._pool[slot]
         if publisher is not None and not publisher.is_closed:
             return publisher
         async with self._opening[slot]:
             publisher = self._pool[slot]
             if publisher is None or publisher.is_closed:
-                channel = await self.channel(confirms=True)
-                publisher = self._pool[slot] = Publisher(channel, self.socket(),
-                                                         self._publish_timeout)
+                confirms = slot != self.UNCONFIRMED
+                channel = await self.channel(confirms=confirms)
+                publisher = self._pool[slot] = Publisher(
+                    channel, self.socket(), self._publish_timeout, confirms=confirms)
             return publisher
 
     async def publish(
         self, publisher: Publisher, body: bytes, properties: Properties, exchange: str,
         routing_key: str, *, mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm (``properties`` as
-        :func:`aiotq._amqp_wire.properties` encodes them)."""
+        """Publish and wait for the broker's confirm, or until it is written on a publisher
+        without confirms (``properties`` as :func:`aiotq._amqp_wire.properties` encodes
+        them)."""
         try:
             if publisher.backlogged:
                 await publisher.drain()

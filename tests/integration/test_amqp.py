@@ -22,7 +22,7 @@ import pytest
 from aiormq.abc import AbstractChannel
 
 from aiotq import _amqp_wire as wire
-from aiotq._amqp import AMQPConnection
+from aiotq._amqp import AMQPConnection, Publisher
 from aiotq.broker import amqp as amqp_broker
 from aiotq.broker.amqp import MAX_DELAY_LEVEL, AMQPBroker, delay_queue
 from aiotq.broker.base import BrokerContext, Consumer, Delivery, Outgoing, Route
@@ -508,13 +508,78 @@ async def test_a_cancelled_publish_leaves_the_batch_alone(make_broker: MakeBroke
     tasks = [asyncio.ensure_future(connection.publish(publisher, b"x", PLAIN, "", queue_name))
              for _ in range(6)]
     tasks[1].cancel()  # before the batch is written: never sent
-    while not publisher._unconfirmed:
+    while len(publisher._unconfirmed) < 5:
         await asyncio.sleep(0)
     tasks[4].cancel()  # written: sent, its confirm ignored
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [isinstance(r, asyncio.CancelledError) for r in results] == [
         False, True, False, False, True, False]
     assert await admin.count(queue_name) == 5
+
+
+async def test_the_first_publish_of_a_turn_is_written_before_its_caller_yields(
+        make_broker: MakeBroker, admin: Admin, queue_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = await make_broker()
+    connection = await broker.connection()
+    await connection.declare_queue(queue_name)
+    publisher = await connection.publisher(0)
+    writes: list[bytes] = []
+    write = publisher._writer.write
+    monkeypatch.setattr(publisher._writer, "write",
+                        lambda data: (writes.append(data), write(data))[1])
+    first = publisher.submit("", queue_name, True, PLAIN, b"x")
+    assert len(writes) == 1  # a lone publish does not wait for the turn to end
+    rest = [publisher.submit("", queue_name, True, PLAIN, b"x") for _ in range(Publisher.EARLY)]
+    assert len(writes) == 2  # the turn's 16th went with the 14 before it
+    await asyncio.sleep(0)
+    assert len(writes) == 3  # the 17th at the end of the turn
+    await asyncio.gather(first.future, *(pending.future for pending in rest))
+    assert await admin.count(queue_name) == 1 + Publisher.EARLY
+
+
+async def test_rpc_replies_do_not_wait_for_a_confirm(make_broker: MakeBroker, proxy: Proxy,
+                                                     admin: Admin) -> None:
+    broker = await make_broker(proxy.url)
+    worker = RPCBackend(backend_context(proxy.url, broker))
+    client = RPCBackend(backend_context(AMQP_URL))
+    task_id = str(uuid.uuid4())
+    try:
+        reply_to = await client.on_task_call(task_id)
+        admin.queues.append(reply_to)
+        await worker.store({"task_id": task_id, "status": "STARTED", "result": None},
+                           reply_to=reply_to)  # opens the worker's channel
+        proxy.replies.clear()  # whatever RabbitMQ sends the worker now is held
+        async with asyncio.timeout(2):
+            await worker.store({"task_id": task_id, "status": "SUCCESS", "result": 1},
+                               reply_to=reply_to)
+        async with asyncio.timeout(10):
+            while (meta := await client.get(task_id)) is None or meta["status"] != "SUCCESS":
+                await asyncio.sleep(0.01)
+    finally:
+        proxy.replies.set()
+        await client.close()
+        await worker.close()
+
+
+async def test_a_channel_without_confirms_that_rabbitmq_closes_is_logged(
+        make_broker: MakeBroker, queue_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    broker = await make_broker()
+    connection = await broker.connection()
+    publisher = await connection.publisher(connection.UNCONFIRMED)
+    with caplog.at_level(logging.WARNING, logger="aiotq.amqp"):
+        # Returns once written; RabbitMQ then closes the channel (404, no such exchange).
+        await connection.publish(publisher, b"x", PLAIN, queue_name + ".missing", "key",
+                                 mandatory=False)
+        async with asyncio.timeout(10):
+            while not publisher.is_closed:
+                await asyncio.sleep(0.01)
+    assert "may be lost" in caplog.text and "NOT_FOUND" in caplog.text
+    replacement = await connection.publisher(connection.UNCONFIRMED)
+    assert replacement is not publisher and not replacement.confirms
+    caplog.clear()
+    await connection.close()
+    assert "may be lost" not in caplog.text  # closing is no loss
 
 
 # -- batched acks and the delivery tap -------------------------------------------------

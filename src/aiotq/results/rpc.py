@@ -2,7 +2,8 @@
 
 As Celery's rpc backend: each client declares one reply queue (named by a UUID) the first
 time it calls a task, and puts its name in the message's ``reply_to``; the worker publishes
-every state of the task there (``correlation_id`` = task id, the default exchange). The
+every state of the task there (``correlation_id`` = task id, the default exchange, no
+publisher confirm: see :meth:`RPCBackend.store`). The
 client consumes its queue, sorts states by task id, and keeps them in memory for
 ``get``/``watch`` until ``forget`` or ``result_expires``. Metas travel in Celery's shape
 (:func:`~aiotq.message.meta_to_celery`), so Celery clients and workers share them.
@@ -213,8 +214,14 @@ class RPCBackend:
             headers=None, delivery_mode=1, priority=None,
             correlation_id=str(meta["task_id"]), reply_to=None,
         )
-        publisher = await conn.publisher(conn.pick())
-        # Not mandatory: a caller that has gone away is no error of the task's.
+        # On the broker's connection, without a confirm (as Celery sends replies): a reply
+        # is transient, so its confirm would only say that it reached RabbitMQ's memory,
+        # while the worker's ack, written after it on the same socket, is read after it
+        # anyway; a reply lost with the connection leaves its task unacked, to run again.
+        # Waiting for the confirm would only lengthen the caller's round trip. Not
+        # mandatory: a caller that has gone away is no error of the task's.
+        slot = conn.pick() if self._owned else conn.UNCONFIRMED
+        publisher = await conn.publisher(slot)
         await conn.publish(publisher, self._context.encode(meta_to_celery(meta)), properties,
                            "", reply_to, mandatory=False)
 
