@@ -91,10 +91,17 @@ async def main(n: int, repeats: int, kinds: list[str]) -> None:
         print(f"| {kind} | {' | '.join(cells)} | {p99} |")
 
 
+def round_trip_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a tool timing sequential round trips (its docstring's first part as
+    the description)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=600, help="round trips per run")
+    parser.add_argument("--repeats", type=int, default=2, help="runs")
+    return parser
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=600)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser = round_trip_parser(__doc__)
     add_kinds_argument(parser)
     parser.add_argument("--worker", nargs=2, metavar=("QUEUE", "KIND"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
