@@ -307,16 +307,17 @@ class Publisher:
     """Publishes on one channel, in batches (group commit), with publisher confirms unless
     ``confirms`` is false.
 
-    The first publish of an event-loop turn is written at once, before its caller yields:
-    a lone publish (a round trip someone waits for) does not wait for the turn to end. The
-    others of the turn (a gather of ``delay()`` calls, a group) go out together, with
-    consecutive delivery tags, in one socket write whenever the turn's count reaches a
-    multiple of ``EARLY`` (so RabbitMQ starts on the first ones while the rest are still
-    being encoded) and one for the rest at the end of the turn; each caller then awaits
-    its own confirm. The frames go straight to the connection's socket, and the broker's
-    confirms and returns come straight from it (:class:`_Reader`): this class keeps the
-    channel's publisher-confirm bookkeeping itself, and aiormq only opens and closes the
-    channel.
+    The publishes of one event-loop turn (a gather of ``delay()`` calls, a group) go out
+    together, with consecutive delivery tags, in one socket write whenever the turn's
+    count reaches a multiple of ``EARLY`` (so RabbitMQ starts on the first ones while the
+    rest are still being encoded) and one for the rest at the end of the turn; each caller
+    then awaits its own confirm. Without confirms the turn's first publish is also written
+    at once, before its caller yields: those are replies a caller waits for. (On a confirm
+    channel that saved a round trip only about 10 µs, not worth changing how a bulk
+    enqueue reaches RabbitMQ.) The frames go straight to the connection's socket, and the
+    broker's confirms and returns come straight from it (:class:`_Reader`): this class
+    keeps the channel's publisher-confirm bookkeeping itself, and aiormq only opens and
+    closes the channel.
 
     A returned message fails its publish with :class:`UnroutableError`, a nack with
     :class:`TransportError`; a closed channel or connection fails every publish not yet
@@ -389,7 +390,7 @@ class Publisher:
             self._in_turn = 0
             self._loop.call_soon(self._flush)
         self._in_turn += 1
-        if self._in_turn == 1 or self._in_turn % self.EARLY == 0:
+        if self._in_turn % self.EARLY == 0 or (self._in_turn == 1 and not self.confirms):
             self._write()
         return pending
 

@@ -517,25 +517,29 @@ async def test_a_cancelled_publish_leaves_the_batch_alone(make_broker: MakeBroke
     assert await admin.count(queue_name) == 5
 
 
-async def test_the_first_publish_of_a_turn_is_written_before_its_caller_yields(
-        make_broker: MakeBroker, admin: Admin, queue_name: str,
+@pytest.mark.parametrize("confirms", [True, False])
+async def test_publishes_are_written_by_the_run_and_a_reply_before_its_caller_yields(
+        make_broker: MakeBroker, admin: Admin, queue_name: str, confirms: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     broker = await make_broker()
     connection = await broker.connection()
     await connection.declare_queue(queue_name)
-    publisher = await connection.publisher(0)
+    publisher = await connection.publisher(0 if confirms else connection.UNCONFIRMED)
     writes: list[bytes] = []
     write = publisher._writer.write
     monkeypatch.setattr(publisher._writer, "write",
                         lambda data: (writes.append(data), write(data))[1])
     first = publisher.submit("", queue_name, True, PLAIN, b"x")
-    assert len(writes) == 1  # a lone publish does not wait for the turn to end
+    # Without confirms (replies someone waits for) the turn's first goes at once.
+    assert len(writes) == (0 if confirms else 1)
     rest = [publisher.submit("", queue_name, True, PLAIN, b"x") for _ in range(Publisher.EARLY)]
-    assert len(writes) == 2  # the turn's 16th went with the 14 before it
+    assert len(writes) == (1 if confirms else 2)  # the turn's 16th went with those before
     await asyncio.sleep(0)
-    assert len(writes) == 3  # the 17th at the end of the turn
+    assert len(writes) == (2 if confirms else 3)  # the 17th at the end of the turn
     await asyncio.gather(first.future, *(pending.future for pending in rest))
-    assert await admin.count(queue_name) == 1 + Publisher.EARLY
+    async with asyncio.timeout(10):  # without confirms, written is not yet queued
+        while await admin.count(queue_name) != 1 + Publisher.EARLY:
+            await asyncio.sleep(0.01)
 
 
 async def test_rpc_replies_do_not_wait_for_a_confirm(make_broker: MakeBroker, proxy: Proxy,
