@@ -626,7 +626,8 @@ class _Streams(TransportFactory):
 
 
 class AMQPConnection:
-    """A robust connection with a confirmed publishing pool and cached declarations."""
+    """A robust connection with a confirmed publishing pool, one publishing channel without
+    confirms (for ``rpc://`` replies), and cached declarations."""
 
     #: The :meth:`publisher` slot of the channel without publisher confirms.
     UNCONFIRMED = -1
