@@ -634,7 +634,7 @@ class AMQPConnection:
 
     def __init__(self, url: str, options: Mapping[str, Any]) -> None:
         self.url = url
-        self._pool_size = max(1, int(options.get("publish_channels", 4)))
+        self._pool_size = max(1, int(options.get("publish_channels", 1)))
         self._publish_timeout: float | None = options.get("publish_timeout", 30.0)
         self._connect_timeout: float | None = options.get("connect_timeout", 10.0)
         self._reconnect_interval: float | None = options.get("reconnect_interval")

@@ -395,7 +395,7 @@ class AMQPBroker:
     ``broker_transport_options``: ``max_priority`` (x-max-priority of declared queues,
     default 10, None for none), ``queue_arguments`` (more arguments of every queue it
     declares; default: what :func:`default_queue_arguments` gives for the server),
-    ``publish_channels`` (4), ``publish_timeout`` (30 s), ``connect_timeout`` (10 s),
+    ``publish_channels`` (1), ``publish_timeout`` (30 s), ``connect_timeout`` (10 s),
     ``reconnect_interval`` (aio-pika's, 5 s), ``dead_letter_max_length`` (10,000),
     ``global_qos`` (default: on RabbitMQ < 4.3),
     ``consumer_timeout`` (seconds; default: the server's), ``reply_queue_expires`` (rpc://,
