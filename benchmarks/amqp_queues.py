@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import time
 import uuid
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import aiormq
 
@@ -42,13 +43,18 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 
 
+def parse_names(text: str, known: Iterable[str], what: str) -> list[str]:
+    """Comma-separated names, each one of ``known`` (an argparse type's work)."""
+    names = text.split(",")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(unknown)}")
+    return names
+
+
 def parse_kinds(text: str) -> list[str]:
     """``--kinds``: comma-separated names of :data:`KINDS`."""
-    names = text.split(",")
-    unknown = sorted(set(names) - set(KINDS))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown kinds: {', '.join(unknown)}")
-    return names
+    return parse_names(text, KINDS, "kinds")
 
 
 def add_kinds_argument(parser: argparse.ArgumentParser) -> None:
@@ -122,19 +128,27 @@ def spread(values: list[float], unit: str = "") -> str:
             f"({min(values):,.0f}-{max(values):,.0f})")
 
 
+def print_table(columns: Sequence[str],
+                runs: Mapping[str, Sequence[Sequence[float | None]]]) -> None:
+    """A markdown table: a row per name, each column's median (min-max) over its runs, or
+    n/a where it was not measured (RabbitMQ's CPU on another machine)."""
+    print(f"| {' | '.join(columns)} |")
+    print(f"|{' --- |' * len(columns)}")
+    for name, results in runs.items():
+        cells = [name]
+        for column in range(len(columns) - 1):
+            values = [run[column] for run in results if run[column] is not None]
+            cells.append(spread(cast(list[float], values)) if values else "n/a")
+        print(f"| {' | '.join(cells)} |")
+
+
 async def main(n: int, repeats: int, kinds: list[str]) -> None:
     runs: dict[str, list[tuple[float, float, float | None]]] = {kind: [] for kind in kinds}
     for _ in range(repeats):
         for kind in kinds:
             runs[kind].append(await measure(KINDS[kind], n))
     print(f"{n:,} tasks, {repeats} runs, median (min-max)\n")
-    print("| queue | enqueue / s | drain / s | RabbitMQ µs CPU per task |")
-    print("| --- | --- | --- | --- |")
-    for kind, results in runs.items():
-        costs = [cost for _, _, cost in results if cost is not None]
-        print(f"| {kind} | {spread([e for e, _, _ in results])} | "
-              f"{spread([d for _, d, _ in results])} | "
-              f"{spread(costs) if costs else 'n/a'} |")
+    print_table(["queue", "enqueue / s", "drain / s", "RabbitMQ µs CPU per task"], runs)
 
 
 if __name__ == "__main__":
