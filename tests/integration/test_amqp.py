@@ -589,6 +589,24 @@ async def test_a_channel_without_confirms_that_rabbitmq_closes_is_logged(
 # -- batched acks and the delivery tap -------------------------------------------------
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+async def test_a_gather_of_publishes_takes_turns_on_the_publishing_channels(
+        make_broker: MakeBroker, queue_name: str, channels: int) -> None:
+    broker = await make_broker(broker_transport_options={"publish_channels": channels})
+    await asyncio.gather(*(broker.publish(message(n), Route(queue_name)) for n in range(100)))
+    connection = await broker.connection()
+    used = [slot for slot in range(channels) if connection._pool[slot] is not None]
+    assert used == list(range(channels))  # runs of Publisher.EARLY, one channel after another
+    consumer = await broker.consumer([queue_name], prefetch=100)
+    try:
+        got = await take(consumer, 100)
+        assert sorted(d.message.headers["id"] for d in got) == sorted(
+            f"id-{n}" for n in range(100))
+        for delivery in got:
+            await delivery.ack()
+    finally:
+        await consumer.close()
+
 @pytest.mark.parametrize("tapped", [True, False])
 async def test_acks_in_any_order_settle_every_delivery_once(
         make_broker: MakeBroker, admin: Admin, queue_name: str, tapped: bool,
