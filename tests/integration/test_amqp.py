@@ -607,6 +607,7 @@ async def test_a_gather_of_publishes_takes_turns_on_the_publishing_channels(
     finally:
         await consumer.close()
 
+
 @pytest.mark.parametrize("tapped", [True, False])
 async def test_acks_in_any_order_settle_every_delivery_once(
         make_broker: MakeBroker, admin: Admin, queue_name: str, tapped: bool,
