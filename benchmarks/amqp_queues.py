@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +25,7 @@ import aiormq
 from aiotq import App, Worker
 
 from .config import AMQP_URL, BATCH, CONCURRENCY
+from .machine import server_cpu
 
 #: The version 2 index and store, in lazy mode: what every classic queue is from RabbitMQ
 #: 3.13 on.
@@ -64,14 +63,7 @@ def add_kinds_argument(parser: argparse.ArgumentParser) -> None:
 
 def rabbitmq_cpu() -> float | None:
     """Seconds of CPU the local RabbitMQ (beam.smp) has used, None when not found here."""
-    try:
-        pid = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True,
-                             check=False).stdout.split()[0]
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (IndexError, OSError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return server_cpu("beam.smp")
 
 
 def per_message(before: float | None, after: float | None, n: int) -> float | None:

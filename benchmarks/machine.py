@@ -19,6 +19,7 @@ which every round trip does a few times).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,3 +122,21 @@ def _ping_pong(count: int) -> list[float]:
         os.close(from_child)
         os.waitpid(pid, 0)
     return times
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user and system) process ``pid`` has used; OSError once it is gone."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(pattern: str) -> float | None:
+    """Seconds of CPU of the local process whose command line matches ``pattern``
+    (``pgrep -f``), None when there is none here (a server on another machine)."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True,
+                           check=False).stdout.split()
+    try:
+        return process_cpu(int(found[0]))
+    except (IndexError, OSError):
+        return None
