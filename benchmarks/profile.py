@@ -2,6 +2,9 @@
 producer (A, C), then the hottest functions are listed as ``file:function  self%  total%``.
 
     python -m benchmarks.profile --broker amqp --scenario B1 [--n 30000]
+    python -m benchmarks.profile --broker redis --scenario C --worker [--n 5000]
+
+``--worker`` samples the worker's side of the round trips of C instead of the caller's.
 
 The raw collapsed stacks stay in ``benchmarks/results/profile-<broker>-<scenario>.txt``
 (open them in speedscope, or ``flamegraph.pl``) for a closer look.
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -108,6 +112,30 @@ async def produce(broker: str, scenario: str, n: int, tag: str) -> None:
     await adapter.close()
 
 
+async def profile_round_trip_worker(broker: str, n: int, out: Path) -> None:
+    """Sample the worker (py-spy attached to it) while this process makes ``n`` round trips."""
+    tag = uuid.uuid4().hex[:10]
+    adapter = load("aiotq")(Context(broker, tag, store=True))
+    try:
+        await adapter.open()
+        async with WorkerProcess("aiotq", broker, tag, store=True) as worker:
+            assert worker.proc is not None
+            await adapter.call(0)
+            spy = await asyncio.create_subprocess_exec(
+                *_spy(out)[:-1], "--pid", str(worker.proc.pid))
+            await asyncio.sleep(1)  # py-spy attaching
+            started = time.perf_counter()
+            for i in range(n):
+                await adapter.call(i)
+            elapsed = time.perf_counter() - started
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+            await asyncio.wait_for(spy.wait(), 60)
+        print(f"C on {broker}: {n / elapsed:,.0f} round trips per second while sampled")
+        await adapter.close()
+    finally:
+        await cleanup(adapter)
+
+
 async def profile_producer(broker: str, scenario: str, n: int, out: Path) -> None:
     tag = uuid.uuid4().hex[:10]
     try:
@@ -124,16 +152,24 @@ def main() -> None:
     parser.add_argument("--broker", default="redis")
     parser.add_argument("--scenario", default="B1", help="B1, B2, A:delay, A:batch, C")
     parser.add_argument("--n", type=int, default=30_000)
+    parser.add_argument("--worker", action="store_true",
+                        help="C only: sample the worker instead of the caller")
     parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
         asyncio.run(produce(args.broker, args.scenario, args.n, args.tag))
         return
+    if args.worker and args.scenario != "C":
+        parser.error("--worker goes with --scenario C (B1 and B2 sample the worker anyway)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"profile-{args.broker}-{args.scenario.replace(':', '-')}.txt"
-    side = profile_worker if args.scenario in ("B1", "B2") else profile_producer
-    asyncio.run(side(args.broker, args.scenario, args.n, out))
+    if args.worker:
+        out = out.with_name(f"profile-{args.broker}-C-worker.txt")
+        asyncio.run(profile_round_trip_worker(args.broker, args.n, out))
+    else:
+        side = profile_worker if args.scenario in ("B1", "B2") else profile_producer
+        asyncio.run(side(args.broker, args.scenario, args.n, out))
     print(summarize(out))
     print(f"\ncollapsed stacks: {out}")
 
