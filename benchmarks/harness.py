@@ -22,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import psutil
-
 from .config import BATCH
 from .stats import percentile
 
@@ -155,6 +153,8 @@ class WorkerProcess:
 
     def rss(self) -> int:
         """Resident memory of the worker and any children it forked (bytes)."""
+        import psutil  # a benchmark-only dependency, which the test suite goes without
+
         assert self.proc is not None
         root = psutil.Process(self.proc.pid)
         total = 0
