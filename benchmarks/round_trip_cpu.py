@@ -5,9 +5,9 @@ server, in µs of CPU per round trip read from /proc, beside the round trip's p5
                                         [--n 2000] [--repeats 3]
 
 The frameworks take turns within each repeat, so a noisy machine affects them alike. The
-last column is the cores the three processes kept busy (their CPU over the wall-clock time
-of the round trips): near the machine's count of cores, a round trip waits for a CPU as much
-as for the broker, and every µs of CPU saved anywhere shortens it.
+last column is the CPU the three processes used over the wall-clock time of the round
+trips, in % of one core. CPU spent off a round trip's path (an ack after the result is
+stored) shows in the columns but not in the latency while a core is free for it.
 """
 
 from __future__ import annotations
@@ -68,6 +68,12 @@ def group_cpu(leader: int) -> float:
     return total
 
 
+def cpu_now(worker: int, broker: str) -> tuple[float, float, float | None]:
+    """Seconds of CPU so far of this process (the caller), the worker's process group, and
+    the broker's server (None when it runs on another machine)."""
+    return process_cpu(os.getpid()), group_cpu(worker), server_cpu(SERVERS[broker])
+
+
 async def measure(name: str, broker: str, n: int, tag: str | None = None) -> Cost:
     """``n`` round trips of framework ``name`` against its own worker process; ``tag``
     names its queue and keys (a fresh one by default)."""
@@ -81,21 +87,20 @@ async def measure(name: str, broker: str, n: int, tag: str | None = None) -> Cos
             async with asyncio.timeout(60):  # the first call also waits for the worker
                 for i in range(WARMUP):
                     await adapter.call(i)
-            caller, workers = process_cpu(os.getpid()), group_cpu(worker.proc.pid)
-            server = server_cpu(SERVERS[broker])
+            before = cpu_now(worker.proc.pid, broker)
             started = time.perf_counter()
             for i in range(n):
                 sent = time.perf_counter()
                 await adapter.call(i)
                 samples.append((time.perf_counter() - sent) * 1e6)
             wall = time.perf_counter() - started
-            caller = process_cpu(os.getpid()) - caller
-            workers = group_cpu(worker.proc.pid) - workers
-            server_after = server_cpu(SERVERS[broker])
-            server = None if server is None or server_after is None else server_after - server
+            after = cpu_now(worker.proc.pid, broker)
     finally:
         await adapter.close()
         await cleanup(adapter)
+    caller, workers, server = (None if b is None or a is None else a - b
+                               for b, a in zip(before, after, strict=True))
+    assert caller is not None and workers is not None
     summary = latency_summary(samples)
     return Cost(summary["p50"], summary["p99"], caller / n * 1e6, workers / n * 1e6,
                 None if server is None else server / n * 1e6,
