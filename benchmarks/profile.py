@@ -121,6 +121,7 @@ async def profile_round_trip_worker(broker: str, n: int, out: Path) -> None:
         async with WorkerProcess("aiotq", broker, tag, store=True) as worker:
             assert worker.proc is not None
             await adapter.call(0)
+            # Attached by pid: _spy's arguments without the "--" that precedes a command.
             spy = await asyncio.create_subprocess_exec(
                 *_spy(out)[:-1], "--pid", str(worker.proc.pid))
             await asyncio.sleep(1)  # py-spy attaching
