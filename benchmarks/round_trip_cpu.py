@@ -20,6 +20,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .adapters import MODULES, Adapter, load
 from .amqp_queues import parse_names, print_table
@@ -30,7 +31,7 @@ from .machine import process_cpu, server_cpu
 from .scenarios import context
 
 #: The broker's server process, as ``pgrep -f`` finds it on this machine.
-SERVERS = {"redis": f"redis-server .*:{REDIS_URL.rsplit(':', 1)[1].split('/')[0]}$",
+SERVERS = {"redis": f"redis-server .*:{urlsplit(REDIS_URL).port or 6379}$",
            "amqp": "beam.smp"}
 #: How the table names each broker's server.
 SERVER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
