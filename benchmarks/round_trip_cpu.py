@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .adapters import MODULES, Adapter, load
-from .amqp_queues import parse_names, print_table
+from .amqp_queues import parse_names, per_message, print_table
 from .config import REDIS_URL
 from .driver import cleanup
 from .harness import WorkerProcess, latency_summary
@@ -99,13 +99,13 @@ async def measure(name: str, broker: str, n: int, tag: str | None = None) -> Cos
     finally:
         await adapter.close()
         await cleanup(adapter)
-    caller, workers, server = (None if b is None or a is None else a - b
-                               for b, a in zip(before, after, strict=True))
-    assert caller is not None and workers is not None
+    costs = [per_message(b, a, n) for b, a in zip(before, after, strict=True)]
+    caller, workers, server = costs
+    assert caller is not None and workers is not None  # this machine's own processes
     summary = latency_summary(samples)
-    return Cost(summary["p50"], summary["p99"], caller / n * 1e6, workers / n * 1e6,
-                None if server is None else server / n * 1e6,
-                100 * (caller + workers + (server or 0.0)) / wall)
+    # µs per round trip, times the round trips, over the wall-clock µs, in %.
+    busy = sum(cost or 0.0 for cost in costs) * n / (wall * 1e6) * 100
+    return Cost(summary["p50"], summary["p99"], caller, workers, server, busy)
 
 
 async def main(broker: str, names: list[str], n: int, repeats: int) -> None:
